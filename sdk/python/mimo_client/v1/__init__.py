@@ -1,0 +1,1 @@
+"""Generated mimo.v1 protobuf and gRPC stubs."""

@@ -1,0 +1,1 @@
+"""Shared server runtime: settings, JSON logs, metrics, and the gRPC bootstrap every service uses."""

@@ -1,0 +1,127 @@
+"""One `run()` for every gRPC service: health, reflection, metrics, limits, interceptors and a graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.config import ServerSettings
+from services.common.interceptors import MetricsInterceptor
+from services.common.metrics import MetricsServer, rpc_metrics
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Service:
+    """What a service hands to the runtime: how to register its servicers and the full names they serve."""
+
+    register: Callable[[grpc.aio.Server], None]
+    names: Sequence[str]  # e.g. ["mimo.v1.Tokenizer"]
+    on_start: Sequence[Hook] = ()  # after the port is bound, before SERVING
+    on_drain: Sequence[Hook] = ()  # after NOT_SERVING, before in-flight calls are waited for
+    on_stop: Sequence[Hook] = ()  # after the server stopped
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """A started server: its bound port and the means to drain it."""
+
+    server: grpc.aio.Server
+    health: HealthServicer
+    port: int
+    settings: ServerSettings
+    service: Service
+    metrics: MetricsServer | None = None
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def drain(self) -> None:
+        """Health NOT_SERVING, refuse new calls, let in-flight calls finish within the grace period."""
+        if self.stopped.is_set():
+            return
+        log.info("draining", extra={"grace_s": self.settings.grace_s})
+        await self.health.enter_graceful_shutdown()
+        for hook in self.service.on_drain:
+            await hook()
+        await self.server.stop(self.settings.grace_s)
+        for hook in self.service.on_stop:
+            await hook()
+        if self.metrics:
+            self.metrics.stop()
+        self.stopped.set()
+        log.info("stopped")
+
+
+def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    if not settings.has_tls:
+        return None
+    with open(settings.tls_key or "", "rb") as key, open(settings.tls_cert or "", "rb") as cert:
+        return grpc.ssl_server_credentials([(key.read(), cert.read())])
+
+
+async def start(settings: ServerSettings, service: Service) -> RunningServer:
+    """Bind, register health + reflection + the service, start metrics, and report SERVING."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    interceptors = [MetricsInterceptor(rpc_metrics(settings.service)), *service.interceptors]
+    server = grpc.aio.server(options=options, interceptors=interceptors)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    service.register(server)
+    names = [*service.names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    creds = _credentials(settings)
+    port = server.add_secure_port(settings.listen, creds) if creds else server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"could not bind {settings.listen}")
+    metrics = MetricsServer(settings.metrics_host, settings.metrics_port) if settings.metrics_port is not None else None
+    await server.start()
+    for hook in service.on_start:
+        await hook()
+    for name in [*service.names, ""]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = settings.listen.rpartition(":")[0]
+    log.info("serving", extra={"service": settings.service, "listen": f"{host}:{port}", "tls": settings.has_tls})
+    return RunningServer(server, health, port, settings, service, metrics)
+
+
+async def serve_until_signal(settings: ServerSettings, service: Service) -> int:
+    """Start the server, wait for SIGTERM or SIGINT, drain, and return the exit code (0)."""
+    running = await start(settings, service)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(running.server.wait_for_termination())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await running.drain()
+    waiter.cancel()
+    stopper.cancel()
+    return 0
+
+
+def run(settings: ServerSettings, build: Callable[[], Awaitable[Service]]) -> int:
+    """Entry point of every server: build the service inside the event loop, serve, drain on SIGTERM, exit 0."""
+    from services.common.logs import setup_logging
+
+    setup_logging(settings.log_level)
+
+    async def main() -> int:
+        return await serve_until_signal(settings, await build())
+
+    return asyncio.run(main())
