@@ -16,11 +16,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verifier": ("services.verifier.__main__", "serve the reward/verifier service"),
     "operator": ("operators.autoscaler.main", "run the MiMoPool operator and autoscaler (kopf)"),
     "demo": ("services.demo", "a streamed chat and a small rollout with rewards, for a person"),
-    "bench": ("services.bench", "side-by-side benchmarks: router | rollout | verifier | tokenizer | engine | autoscaler"),
+    "bench": (
+        "services.bench",
+        "side-by-side benchmarks: router | rollout | verifier | tokenizer | engine | autoscaler",
+    ),
 }
 
 
-def _load(module: str):  # noqa: ANN202 - returns the part's main function
+def _load(module: str):
     try:
         return importlib.import_module(module).main
     except ModuleNotFoundError as e:

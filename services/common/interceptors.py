@@ -19,7 +19,9 @@ def _code_name(context: grpc.aio.ServicerContext, error: BaseException | None) -
     if code is None:
         if error is None:
             return "OK"
-        return "CANCELLED" if isinstance(error, BaseException) and type(error).__name__ == "CancelledError" else "UNKNOWN"
+        return (
+            "CANCELLED" if isinstance(error, BaseException) and type(error).__name__ == "CancelledError" else "UNKNOWN"
+        )
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
@@ -29,7 +31,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: RpcMetrics) -> None:
         self._metrics = metrics
 
-    def _observe(self, method: str, context: grpc.aio.ServicerContext, start: float, error: BaseException | None) -> None:
+    def _observe(
+        self, method: str, context: grpc.aio.ServicerContext, start: float, error: BaseException | None
+    ) -> None:
         code = _code_name(context, error)
         elapsed_s = time.perf_counter() - start
         self._metrics.requests.labels(method, code).inc()
@@ -50,7 +54,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def _wrap_stream(
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, error = time.perf_counter(), None
             try:
@@ -79,11 +85,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream), handler.request_deserializer, handler.response_serializer
+                self._wrap_stream(method, handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary), handler.request_deserializer, handler.response_serializer
+                self._wrap_unary(method, handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
             self._wrap_stream(method, handler.stream_stream), handler.request_deserializer, handler.response_serializer

@@ -1,0 +1,5 @@
+"""The MiMo model (Qwen2 backbone + MTP layer) and its HF-format loader."""
+
+from services.worker.model.mimo import KVCache, MiMoConfig, MiMoForCausalLM, load_mimo
+
+__all__ = ["KVCache", "MiMoConfig", "MiMoForCausalLM", "load_mimo"]
