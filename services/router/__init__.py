@@ -1,0 +1,1 @@
+"""The router: public Inference and Rollout APIs in front of SGLang-protocol workers."""

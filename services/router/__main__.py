@@ -1,0 +1,103 @@
+"""`mimo-serve router`: flags → settings → the Inference (and Rollout) servers on the shared runtime."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mimo_client.v1 import inference_pb2_grpc
+
+from services.common.config import add_server_args, env_default, parse_target, server_settings
+from services.common.interceptors import BearerTokenInterceptor
+from services.common.server import Service, run
+from services.router.admission import Admission, AdmissionConfig
+from services.router.breaker import CircuitBreaker
+from services.router.discovery import make_discovery
+from services.router.dispatch import Dispatcher
+from services.router.gateway import Gateway
+from services.router.inference import InferenceServicer
+from services.router.policy import POLICIES, make_policy
+from services.router.tokenization import RouterTokenizer
+from services.router.workers import HealthPolicy, WorkerPool
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mimo-serve router", description="The public Inference and Rollout APIs.")
+    add_server_args(p, "router", "0.0.0.0:50051", 9100)
+
+    def env(flag: str, default: str | None) -> str | None:
+        return env_default("router", flag, default)
+
+    p.add_argument("--workers", default=env("workers", ""), help="static workers: grpc://host:port,...")
+    p.add_argument("--discovery", choices=["static", "kubernetes"], default=env("discovery", "static"))
+    p.add_argument("--namespace", default=env("namespace", "default"), help="kubernetes discovery namespace")
+    p.add_argument(
+        "--selector", default=env("selector", "app.kubernetes.io/component=worker"), help="pod label selector"
+    )
+    p.add_argument("--kube-api-url", default=env("kube-api-url", None), help="API server URL (default: in-cluster)")
+    p.add_argument("--worker-port", type=int, default=int(env("worker-port", "31000") or 31000))
+    p.add_argument("--tokenizer", default=env("tokenizer", "127.0.0.1:50052"), help="tokenizer service host:port")
+    p.add_argument("--verifier", default=env("verifier", "127.0.0.1:50053"), help="verifier service host:port")
+    p.add_argument("--policy", choices=sorted(POLICIES), default=env("policy", "cache_aware"))
+    p.add_argument("--model-name", default=env("model-name", "mimo"), help="the model id clients see")
+    p.add_argument("--max-in-flight", type=int, default=int(env("max-in-flight", "256") or 256))
+    p.add_argument("--max-queue", type=int, default=int(env("max-queue", "1024") or 1024))
+    p.add_argument("--queue-timeout-s", type=float, default=float(env("queue-timeout-s", "30") or 30))
+    p.add_argument("--max-attempts", type=int, default=3, help="tries per request before the first token")
+    p.add_argument("--health-interval-s", type=float, default=2.0)
+    p.add_argument("--auth-token", default=env("auth-token", None), help="require `authorization: Bearer TOKEN`")
+    p.add_argument("--tokenizer-cache", type=Path, default=None, help="where fetched tokenizer artifacts are kept")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    settings = server_settings(args, "router")
+    try:
+        static = [parse_target(w, "--workers") for w in args.workers.split(",") if w.strip()]
+        tokenizer_target = parse_target(args.tokenizer, "--tokenizer")
+    except ValueError as e:
+        print(f"mimo-serve router: {e}", file=sys.stderr)
+        return 2
+    if args.discovery == "static" and not static:
+        print("mimo-serve router: --workers: give at least one worker, or --discovery kubernetes", file=sys.stderr)
+        return 2
+
+    async def build() -> Service:
+        pool = WorkerPool(HealthPolicy(interval_s=args.health_interval_s), CircuitBreaker())
+        policy = make_policy(args.policy)
+        pool.on_removed.append(policy.forget)
+        tokenizer = RouterTokenizer(tokenizer_target, args.tokenizer_cache)
+        gateway = Gateway(
+            Dispatcher(pool, policy, args.max_attempts),
+            tokenizer,
+            Admission(AdmissionConfig(args.max_in_flight, args.max_queue, args.queue_timeout_s)),
+            args.model_name,
+        )
+        discovery = make_discovery(args, pool, static)
+
+        async def on_start() -> None:
+            await tokenizer.start()
+            await discovery.start()
+            pool.start()
+
+        async def on_stop() -> None:
+            await discovery.stop()
+            await pool.stop()
+            await tokenizer.stop()
+
+        return Service(
+            register=lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(gateway), s),
+            names=["mimo.v1.Inference"],
+            on_start=[on_start],
+            on_stop=[on_stop],
+            interceptors=[BearerTokenInterceptor(args.auth_token)] if args.auth_token else [],
+        )
+
+    return run(settings, build)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,148 @@
+"""`mimo.v1.Inference`: proto in, a Job to the gateway, proto out; errors become status codes."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from mimo_client.v1 import inference_pb2, inference_pb2_grpc
+
+from services.router.admission import Rejected
+from services.router.dispatch import DispatchError
+from services.router.gateway import Gateway, Job
+from services.router.requests import InvalidRequest, validate_common, validate_messages, validate_sampling
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    """Turn a domain error into the gRPC status the contract names."""
+    if isinstance(error, InvalidRequest):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    if isinstance(error, Rejected):
+        retry_ms = int(error.retry_after_s * 1000)
+        context.set_trailing_metadata((("retry-after-ms", str(retry_ms)),))
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{error}; retry after {retry_ms} ms")
+    if isinstance(error, DispatchError):
+        await context.abort(error.code, str(error))
+    raise error
+
+
+def unary_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except (InvalidRequest, Rejected, DispatchError) as e:
+            await abort_with(context, e)
+
+    return wrapper
+
+
+def stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for response in method(self, request, context):
+                yield response
+        except (InvalidRequest, Rejected, DispatchError) as e:
+            await abort_with(context, e)
+
+    return wrapper
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _generate_job(self, request: inference_pb2.GenerateRequest, context, method: str, stream: bool) -> Job:
+        self.gateway.check_model(request.model)
+        validate_sampling(request.sampling)
+        n = validate_common(request.n, request.top_logprobs)
+        kind = request.WhichOneof("input")
+        if kind is None:
+            raise InvalidRequest("input", "set text or token_ids")
+        ids = self.gateway.tokenizer.encode(request.text) if kind == "text" else list(request.token_ids.ids)
+        if kind == "text" and not request.text:
+            raise InvalidRequest("text", "must not be empty")
+        return Job(
+            method,
+            ids,
+            request.sampling,
+            n,
+            request.return_logprobs,
+            request.top_logprobs,
+            request.priority,
+            request.split_reasoning,
+            stream,
+            request.request_id,
+            deadline=deadline_of(context),
+        )
+
+    async def _chat_job(self, request: inference_pb2.ChatRequest, context, method: str, stream: bool) -> Job:
+        self.gateway.check_model(request.model)
+        validate_sampling(request.sampling)
+        validate_messages(request.messages)
+        n = validate_common(request.n, request.top_logprobs)
+        deadline = deadline_of(context)
+        ids = await self.gateway.chat_ids(request.messages, deadline)
+        return Job(
+            method,
+            ids,
+            request.sampling,
+            n,
+            request.return_logprobs,
+            request.top_logprobs,
+            request.priority,
+            True,
+            stream,
+            request.request_id,
+            deadline=deadline,
+        )
+
+    @unary_errors
+    async def Generate(self, request, context):
+        job = self._generate_job(request, context, "Generate", stream=False)
+        choices, usage = await self.gateway.collect(job)
+        return inference_pb2.GenerateResponse(
+            request_id=job.request_id, model=self.gateway.model_name, choices=choices, usage=usage
+        )
+
+    @stream_errors
+    async def GenerateStream(self, request, context):
+        job = self._generate_job(request, context, "GenerateStream", stream=True)
+        async for delta in self.gateway.run(job):
+            yield inference_pb2.GenerateStreamResponse(request_id=job.request_id, delta=delta)
+        yield inference_pb2.GenerateStreamResponse(request_id=job.request_id, usage=self.gateway.usage(job))
+
+    @unary_errors
+    async def Chat(self, request, context):
+        job = await self._chat_job(request, context, "Chat", stream=False)
+        choices, usage = await self.gateway.collect(job)
+        return inference_pb2.ChatResponse(
+            request_id=job.request_id, model=self.gateway.model_name, choices=choices, usage=usage
+        )
+
+    @stream_errors
+    async def ChatStream(self, request, context):
+        job = await self._chat_job(request, context, "ChatStream", stream=True)
+        async for delta in self.gateway.run(job):
+            yield inference_pb2.ChatStreamResponse(request_id=job.request_id, delta=delta)
+        yield inference_pb2.ChatStreamResponse(request_id=job.request_id, usage=self.gateway.usage(job))
+
+    async def ListModels(self, request, context):
+        pool = self.gateway.dispatcher.pool
+        model = inference_pb2.ModelInfo(
+            id=self.gateway.model_name,
+            max_context_tokens=self.gateway.max_context,
+            vocab_size=self.gateway.tokenizer.snapshot.vocab_size,
+            num_workers=len(pool.routable()),
+            mtp_enabled=any(w.load.accept_length > 0 for w in pool.routable()),
+        )
+        return inference_pb2.ListModelsResponse(models=[model])

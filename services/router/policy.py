@@ -1,0 +1,161 @@
+"""Routing policies behind one interface: round_robin, least_load, power_of_two, cache_aware."""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from services.router import metrics
+from services.router.prefix_index import PrefixIndex, block_keys
+from services.router.workers import Worker
+
+
+@dataclass(slots=True)
+class RouteRequest:
+    """What a policy may look at: the prompt tokens, how many samples will run, and a group key."""
+
+    input_ids: Sequence[int]
+    num_samples: int = 1
+    group_key: str | None = None  # samples of one prompt share it, so they share a prefix cache
+    keys: list[int] | None = field(default=None)  # block keys, computed once by cache_aware
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    worker: Worker
+    reason: str
+    match_ratio: float = 0.0
+
+
+def load_of(worker: Worker) -> float:
+    """Samples the router has in flight on the worker, tie-broken by the worker's own queue and KV usage."""
+    return worker.in_flight + 0.01 * worker.load.num_waiting + 0.001 * worker.load.token_usage
+
+
+class Policy(Protocol):
+    name: str
+
+    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision: ...
+
+    def on_dispatch(self, request: RouteRequest, worker: Worker) -> None: ...
+
+    def forget(self, url: str) -> None: ...
+
+
+class _Base:
+    name = "base"
+
+    def on_dispatch(self, request: RouteRequest, worker: Worker) -> None:
+        return None
+
+    def forget(self, url: str) -> None:
+        return None
+
+    def decide(self, worker: Worker, reason: str, match_ratio: float = 0.0) -> Decision:
+        metrics.ROUTING_DECISIONS.labels(self.name, reason).inc()
+        return Decision(worker, reason, match_ratio)
+
+
+class RoundRobin(_Base):
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision:
+        worker = workers[self._next % len(workers)]
+        self._next += 1
+        return self.decide(worker, "rotation")
+
+
+class LeastLoad(_Base):
+    name = "least_load"
+
+    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision:
+        return self.decide(min(workers, key=load_of), "least_load")
+
+
+class PowerOfTwo(_Base):
+    name = "power_of_two"
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+
+    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision:
+        if len(workers) == 1:
+            return self.decide(workers[0], "only")
+        a, b = self._rng.sample(list(workers), 2)
+        return self.decide(a if load_of(a) <= load_of(b) else b, "lower_of_two")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheAwareConfig:
+    """SMG's defaults: route by prefix unless loads are imbalanced by both an absolute and a relative gap."""
+
+    cache_threshold: float = 0.3
+    balance_abs_threshold: float = 32
+    balance_rel_threshold: float = 1.5
+    block_tokens: int = 16
+    max_blocks_per_worker: int = 1 << 18
+    max_groups: int = 100_000
+
+
+class CacheAware(_Base):
+    name = "cache_aware"
+
+    def __init__(self, config: CacheAwareConfig | None = None) -> None:
+        self.config = config or CacheAwareConfig()
+        self.index = PrefixIndex(self.config.block_tokens, self.config.max_blocks_per_worker)
+        self._groups: OrderedDict[str, str] = OrderedDict()  # group key -> worker url
+
+    def _imbalanced(self, workers: Sequence[Worker]) -> bool:
+        loads = [load_of(w) for w in workers]
+        lo, hi = min(loads), max(loads)
+        return hi - lo > self.config.balance_abs_threshold and hi > self.config.balance_rel_threshold * lo
+
+    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision:
+        if len(workers) == 1:
+            return self.decide(workers[0], "only")
+        if self._imbalanced(workers):
+            return self.decide(min(workers, key=load_of), "imbalanced")
+        if request.group_key is not None and (url := self._groups.get(request.group_key)):
+            for worker in workers:
+                if worker.url == url:
+                    return self.decide(worker, "group")
+        request.keys = (
+            request.keys if request.keys is not None else block_keys(request.input_ids, self.config.block_tokens)
+        )
+        depth = self.index.match(request.keys, [w.url for w in workers])
+        best = max(workers, key=lambda w: (depth[w.url], -load_of(w)))
+        ratio = depth[best.url] * self.config.block_tokens / max(1, len(request.input_ids))
+        metrics.PREFIX_MATCH.observe(ratio)
+        if ratio >= self.config.cache_threshold:
+            return self.decide(best, "prefix_hit", ratio)
+        return self.decide(min(workers, key=load_of), "prefix_miss", ratio)
+
+    def on_dispatch(self, request: RouteRequest, worker: Worker) -> None:
+        if request.keys is None:
+            request.keys = block_keys(request.input_ids, self.config.block_tokens)
+        self.index.insert(worker.url, request.keys)
+        if request.group_key is not None:
+            self._groups[request.group_key] = worker.url
+            self._groups.move_to_end(request.group_key)
+            if len(self._groups) > self.config.max_groups:
+                self._groups.popitem(last=False)
+
+    def forget(self, url: str) -> None:
+        self.index.forget(url)
+        for key in [k for k, v in self._groups.items() if v == url]:
+            del self._groups[key]
+
+
+POLICIES = {"round_robin": RoundRobin, "least_load": LeastLoad, "power_of_two": PowerOfTwo, "cache_aware": CacheAware}
+
+
+def make_policy(name: str) -> Policy:
+    if name not in POLICIES:
+        raise ValueError(f"--policy: unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+    return POLICIES[name]()
