@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mimo_client.v1 import inference_pb2_grpc
+from mimo_client.v1 import inference_pb2_grpc, rollout_pb2_grpc
 
 from services.common.config import add_server_args, env_default, parse_target, server_settings
 from services.common.interceptors import BearerTokenInterceptor
@@ -19,6 +19,8 @@ from services.router.dispatch import Dispatcher
 from services.router.gateway import Gateway
 from services.router.inference import InferenceServicer
 from services.router.policy import POLICIES, make_policy
+from services.router.rewards import RewardClient
+from services.router.rollout_api import RolloutServicer
 from services.router.tokenization import RouterTokenizer
 from services.router.workers import HealthPolicy, WorkerPool
 
@@ -58,6 +60,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         static = [parse_target(w, "--workers") for w in args.workers.split(",") if w.strip()]
         tokenizer_target = parse_target(args.tokenizer, "--tokenizer")
+        verifier_target = parse_target(args.verifier, "--verifier")
     except ValueError as e:
         print(f"mimo-serve router: {e}", file=sys.stderr)
         return 2
@@ -77,6 +80,11 @@ def main(argv: Sequence[str]) -> int:
             args.model_name,
         )
         discovery = make_discovery(args, pool, static)
+        rewards = RewardClient(verifier_target)
+
+        def register(server) -> None:
+            inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(gateway), server)
+            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(gateway, rewards), server)
 
         async def on_start() -> None:
             await tokenizer.start()
@@ -87,10 +95,11 @@ def main(argv: Sequence[str]) -> int:
             await discovery.stop()
             await pool.stop()
             await tokenizer.stop()
+            await rewards.close()
 
         return Service(
-            register=lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(gateway), s),
-            names=["mimo.v1.Inference"],
+            register=register,
+            names=["mimo.v1.Inference", "mimo.v1.Rollout"],
             on_start=[on_start],
             on_stop=[on_stop],
             interceptors=[BearerTokenInterceptor(args.auth_token)] if args.auth_token else [],
