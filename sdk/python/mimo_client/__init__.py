@@ -1,0 +1,78 @@
+"""MiMo Serve client SDK: `MimoClient` (blocking) and `AsyncMimoClient` (asyncio) over gRPC."""
+
+from mimo_client.aio import AsyncMimoClient
+from mimo_client.client import MimoClient
+from mimo_client.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    MimoError,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from mimo_client.retry import NO_RETRY, RetryPolicy
+from mimo_client.types import (
+    ChatTemplateResult,
+    Choice,
+    CodeTask,
+    CodeTest,
+    Completion,
+    GroupFinished,
+    MathTask,
+    Message,
+    ModelInfo,
+    RolloutEvent,
+    RolloutFinished,
+    RolloutPrompt,
+    SampleFinished,
+    StreamDelta,
+    TestOutcome,
+    TokenizeResult,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+    VerifyResult,
+    VerifyTask,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NO_RETRY",
+    "AsyncMimoClient",
+    "Cancelled",
+    "ChatTemplateResult",
+    "Choice",
+    "CodeTask",
+    "CodeTest",
+    "Completion",
+    "DeadlineExceeded",
+    "GroupFinished",
+    "Internal",
+    "InvalidArgument",
+    "MathTask",
+    "Message",
+    "MimoClient",
+    "MimoError",
+    "ModelInfo",
+    "NotFound",
+    "ResourceExhausted",
+    "RetryPolicy",
+    "RolloutEvent",
+    "RolloutFinished",
+    "RolloutPrompt",
+    "SampleFinished",
+    "StreamDelta",
+    "TestOutcome",
+    "TokenLogprob",
+    "TokenizeResult",
+    "TopLogprob",
+    "Unauthenticated",
+    "Unavailable",
+    "Usage",
+    "VerifyResult",
+    "VerifyTask",
+]
