@@ -1,0 +1,107 @@
+"""`SimEngine`: the latency-model engine behind the worker protocol (a documented simulator, not a model)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from services.worker.engine_api import (
+    EngineFull,
+    EngineLoad,
+    EngineModelInfo,
+    GenerateInput,
+    Health,
+    InvalidRequest,
+    OutputChunk,
+    validate_common,
+)
+from services.worker.sim.profile import SimProfile
+from services.worker.sim.scheduler import SimScheduler
+from services.worker.sim.sequence import Vocabulary, make_samples
+from services.worker.tokenizer_files import read_model_info, special_token_ids
+
+SIM_VERSION = "0.1.0"
+
+
+def load_vocabulary(model_dir: str | Path, info: EngineModelInfo) -> Vocabulary:
+    """Token ids that decode to clean text on their own (no special tokens, no partial UTF-8)."""
+    specials = special_token_ids(model_dir)
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        ids = tuple(i for i in range(info.vocab_size) if i not in specials and i not in info.eos_token_ids)
+        return Vocabulary(ids, info.eos_token_ids)
+    tok = Tokenizer.from_file(str(path))
+    candidates = [i for i in range(tok.get_vocab_size(with_added_tokens=True)) if i not in specials]
+    texts = tok.decode_batch([[i] for i in candidates])
+    ids = tuple(i for i, text in zip(candidates, texts, strict=True) if text.strip() and "\ufffd" not in text)
+    return Vocabulary(ids or tuple(candidates), info.eos_token_ids)
+
+
+class SimEngine:
+    """Implements `Engine` with `SimScheduler`; token ids come from the served tokenizer's vocabulary."""
+
+    def __init__(
+        self, profile: SimProfile, model_dir: str | Path, served_model_name: str | None = None, time_scale: float = 1.0
+    ) -> None:
+        info = read_model_info(model_dir, served_model_name)
+        self._info = replace(info, engine="sim", engine_version=SIM_VERSION)
+        self._profile = profile
+        self._time_scale = time_scale
+        self._sched = SimScheduler(profile, load_vocabulary(model_dir, self._info), time_scale)
+        self._is_started = False
+
+    async def start(self) -> None:
+        if not self._is_started:
+            self._sched.start()
+            self._is_started = True
+
+    async def stop(self) -> None:
+        await self._sched.stop()
+        self._is_started = False
+
+    def model_info(self) -> EngineModelInfo:
+        return self._info
+
+    def validate(self, req: GenerateInput) -> None:
+        validate_common(req, self._info)
+
+    async def generate(self, req: GenerateInput) -> AsyncGenerator[OutputChunk, None]:
+        self.validate(req)
+        if self._sched.has_request(req.request_id):
+            raise InvalidRequest("request_id", f"{req.request_id!r} is already running")
+        n = req.sampling.n
+        if self._sched.num_waiting + n > self._profile.max_waiting_requests:
+            raise EngineFull(f"waiting queue full ({self._sched.num_waiting}/{self._profile.max_waiting_requests})")
+        sink: asyncio.Queue[OutputChunk] = asyncio.Queue()
+        self._sched.submit(make_samples(req, self._info.max_context_length, self._profile.output_length, sink))
+        remaining = n
+        try:
+            while remaining:
+                chunk = await sink.get()
+                remaining -= chunk.finished
+                yield chunk
+        finally:
+            if remaining:  # the consumer went away (client cancel): free the request's KV now
+                self._sched.abort(req.request_id, notify=False)
+
+    async def abort(self, request_id: str) -> bool:
+        return self._sched.abort(request_id)
+
+    def load(self) -> EngineLoad:
+        return self._sched.load()
+
+    async def flush_cache(self) -> bool:
+        return self._sched.flush()
+
+    async def health(self) -> Health:
+        if not self._is_started:
+            return Health(False, "sim engine not started")
+        return Health(True, "sim engine running (a latency model, not a language model)")
+
+    def server_args(self) -> Mapping[str, str | int | float | bool]:
+        flat = {k: v for k, v in asdict(self._profile).items() if isinstance(v, str | int | float | bool)}
+        return {**flat, "time_scale": self._time_scale, "output_length": self._profile.output_length.kind}
