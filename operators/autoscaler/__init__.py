@@ -1,0 +1,1 @@
+"""The MiMoPool operator: worker Deployments scaled from Prometheus with an HPA-style rule."""
