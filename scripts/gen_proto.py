@@ -23,7 +23,14 @@ def generate(dest: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "mimo" / "v1").glob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         grpc_include = Path(protoc.__file__).parent / "_proto"
-        args = ["protoc", f"-I{PROTO_ROOT}", f"-I{grpc_include}", f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}"]
+        args = [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{grpc_include}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+        ]
         if protoc.main(args + protos) != 0:
             raise SystemExit("protoc failed")
         dest.mkdir(parents=True, exist_ok=True)
