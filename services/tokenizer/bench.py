@@ -23,7 +23,7 @@ from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 from tokenizers import Tokenizer
 
 from services.tokenizer.__main__ import DEFAULT_MODEL, resolve_model_dir
-from services.tokenizer.artifacts import load_tokenizer_dir
+from services.tokenizer.artifacts import ArtifactsError, load_tokenizer_dir
 
 PARAGRAPHS = (
     "Let n be a positive integer such that n^2 + 3n + 2 is divisible by 6. Show that n is not a multiple of 3 "
@@ -125,7 +125,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="calls in flight")
     args = parser.parse_args(list(argv))
     model_dir = resolve_model_dir(args.model)
-    loaded = load_tokenizer_dir(model_dir)
+    try:
+        loaded = load_tokenizer_dir(model_dir)
+    except ArtifactsError as e:
+        print(f"mimo-serve bench tokenizer: {e} (pass --model DIR)", file=sys.stderr)
+        return 2
     proc, target = (None, args.target) if args.target else start_server(model_dir)
     try:
         ours, limit = asyncio.run(run_rounds(args, loaded.tokenizer, target))

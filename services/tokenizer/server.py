@@ -88,6 +88,7 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServicer):
         self._metrics = metrics
         self._chunk_bytes = chunk_bytes
         self._info = _info_pb(loaded)
+        self._file_sha256 = {name: file_sha256(data) for name, data in loaded.files.items()}
 
     def _observe(self, op: str, num_texts: int, num_tokens: int) -> None:
         self._metrics.texts.labels(op).inc(num_texts)
@@ -152,7 +153,7 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServicer):
                     offset=offset,
                     data=data[offset : offset + self._chunk_bytes],
                     is_last_chunk=is_last,
-                    file_sha256=file_sha256(data) if is_last else "",
+                    file_sha256=self._file_sha256[name] if is_last else "",
                     artifacts_sha256=digest,
                 )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,10 @@ def test_saving_chunks_refuses_bad_names_gaps_and_hashes(tmp_path: Path):
     with pytest.raises(ArtifactsError, match=r"ended before the last chunk of tokenizer.json"):
         save_artifact_chunks([Chunk("tokenizer.json", 0, b"x", False)], tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written on failure
+
+
+def test_router_side_modules_import_without_grpc():
+    """The router loads fetched artifacts and detokenizes locally; these modules must not pull in grpc."""
+    code = "import sys, services.tokenizer.artifacts, services.tokenizer.incremental; print('grpc' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
