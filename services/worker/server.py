@@ -20,6 +20,7 @@ from services.common.server import Service
 from services.worker import metrics
 from services.worker.engine_api import (
     Engine,
+    EngineError,
     EngineFull,
     EngineLoad,
     EngineUnavailable,
@@ -73,6 +74,8 @@ class SchedulerServicer(pb_grpc.SglangSchedulerServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         except InvalidRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except EngineError as e:
+            await context.abort(grpc.StatusCode.INTERNAL, str(e))
         except asyncio.CancelledError:
             log.debug("generate cancelled by the client", extra={"request_id": req.request_id})
             await self._engine.abort(req.request_id)

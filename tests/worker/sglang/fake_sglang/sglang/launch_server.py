@@ -1,0 +1,111 @@
+"""A stand-in SGLang server for the launcher tests: `python -m sglang.launch_server <SGLang args>`.
+
+It serves HealthCheck, GetModelInfo, GetServerInfo, GetLoads, Generate (a token every FAKE_TOKEN_DELAY_S),
+Abort and FlushCache, becomes healthy after FAKE_STARTUP_S, and appends JSON events to FAKE_SGLANG_LOG:
+its argv and pid at start, and how many requests were running when SIGTERM arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+
+import grpc
+from smg_grpc_proto.generated import common_pb2
+from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
+from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
+
+
+def record(event: dict) -> None:
+    with open(os.environ["FAKE_SGLANG_LOG"], "a") as f:
+        f.write(json.dumps(event) + "\n")
+
+
+def arg(name: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1]
+
+
+class FakeScheduler(pb_grpc.SglangSchedulerServicer):
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.running: set[str] = set()
+
+    async def HealthCheck(self, request, context):
+        ready = time.monotonic() - self.started >= float(os.environ.get("FAKE_STARTUP_S", "0"))
+        return pb.HealthCheckResponse(healthy=ready, message="ok" if ready else "loading")
+
+    async def GetModelInfo(self, request, context):
+        path = arg("--model-path")
+        return pb.GetModelInfoResponse(
+            model_path=path,
+            tokenizer_path=path,
+            served_model_name="fake",
+            max_context_length=4096,
+            vocab_size=1000,
+            eos_token_ids=[2],
+            is_generation=True,
+        )
+
+    async def GetServerInfo(self, request, context):
+        return pb.GetServerInfoResponse(sglang_version="0.5.9-fake", server_type="grpc")
+
+    async def GetLoads(self, request, context):
+        load = pb.SchedulerLoad(num_running_reqs=len(self.running), max_total_num_tokens=1000, max_running_requests=8)
+        return pb.GetLoadsResponse(dp_rank_count=1, loads=[load])
+
+    async def Generate(self, request, context):
+        self.running.add(request.request_id)
+        delay = float(os.environ.get("FAKE_TOKEN_DELAY_S", "0.01"))
+        out: list[int] = []
+        try:
+            for i in range(request.sampling_params.max_new_tokens):
+                await asyncio.sleep(delay)
+                out.append(100 + i)
+                if request.stream:
+                    yield pb.GenerateResponse(
+                        request_id=request.request_id,
+                        chunk=pb.GenerateStreamChunk(
+                            token_ids=[100 + i],
+                            prompt_tokens=len(request.tokenized.input_ids),
+                            completion_tokens=len(out),
+                        ),
+                    )
+            yield pb.GenerateResponse(
+                request_id=request.request_id,
+                complete=pb.GenerateComplete(
+                    output_ids=out,
+                    finish_reason="length",
+                    prompt_tokens=len(request.tokenized.input_ids),
+                    completion_tokens=len(out),
+                ),
+            )
+        finally:
+            self.running.discard(request.request_id)
+
+    async def Abort(self, request, context):
+        return pb.AbortResponse(success=False)
+
+    async def FlushCache(self, request, context):
+        return common_pb2.FlushCacheResponse(success=True)
+
+
+async def main() -> None:
+    record({"event": "start", "argv": sys.argv[1:], "pid": os.getpid()})
+    server = grpc.aio.server()
+    scheduler = FakeScheduler()
+    pb_grpc.add_SglangSchedulerServicer_to_server(scheduler, server)
+    server.add_insecure_port(f"{arg('--host')}:{arg('--port')}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    record({"event": "sigterm", "running": len(scheduler.running)})
+    await server.stop(0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
