@@ -69,13 +69,20 @@ class Script:
         if failure:
             abort(context, failure)
 
-    def wait_for_cancel(self, context: grpc.ServicerContext, limit_s: float = 5.0) -> None:
+    def watch_cancel(self, context: grpc.ServicerContext) -> threading.Event:
+        """From now until the returned event is cleared, the call ending means the client cancelled it.
+
+        A termination callback, not polling: the client may cancel before the handler resumes after a yield."""
+        is_watching = threading.Event()
+        is_watching.set()
+        context.add_callback(lambda: is_watching.is_set() and self.cancelled.set())
+        return is_watching
+
+    def stall(self, context: grpc.ServicerContext, is_watching: threading.Event, limit_s: float = 5.0) -> None:
         for _ in range(int(limit_s / 0.01)):
-            if not context.is_active():
-                self.cancelled.set()
-                return
-            if self.release.wait(0.01):
-                return
+            if not context.is_active() or self.release.wait(0.01):
+                break
+        is_watching.clear()  # from here on the stream ends normally, which is not a cancel
 
 
 def abort(context: grpc.ServicerContext, failure: Failure) -> None:
@@ -149,6 +156,7 @@ class FakeInference(inference_pb2_grpc.InferenceServicer):
     def _stream(self, rpc: str, request: Any, context: grpc.ServicerContext, response: Any) -> Iterator[Any]:
         """Words of ANSWER one per message; the last carries finish_reason, then one more with usage."""
         self.script.enter(rpc, request, context)
+        is_watching = self.script.watch_cancel(context) if rpc in self.script.stall_after_first else None
         words = ANSWER.split(" ")
         for i, word in enumerate(words):
             piece = word if i == 0 else " " + word
@@ -157,8 +165,8 @@ class FakeInference(inference_pb2_grpc.InferenceServicer):
             yield response(request_id="stream-1", delta=delta)
             if i == 0 and rpc in self.script.fail_after_first:
                 abort(context, self.script.fail_after_first[rpc])
-            if i == 0 and rpc in self.script.stall_after_first:
-                self.script.wait_for_cancel(context)
+            if i == 0 and is_watching is not None:
+                self.script.stall(context, is_watching)
                 return
         yield response(request_id="stream-1", delta=inference_pb2.StreamDelta(), usage=usage(7, len(encode(ANSWER))))
 

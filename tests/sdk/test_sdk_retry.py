@@ -127,7 +127,7 @@ async def test_deadline_covers_all_attempts(make_api: Callable[..., Api], fake: 
     start = time.monotonic()
     with pytest.raises((Unavailable, DeadlineExceeded)):
         await api.call("tokenize", "x", timeout_s=0.4)
-    assert time.monotonic() - start < 1.0 and fake.script.calls["Tokenize"] < 20
+    assert time.monotonic() - start < 2.0 and fake.script.calls["Tokenize"] < 20  # 100 attempts would take ~4 s
 
 
 def test_backoff_grows_to_its_cap_with_jitter() -> None:
