@@ -41,8 +41,8 @@ def _rejecting_bad_input(method: Handler[Request, Response]) -> Handler[Request,
     return wrapper
 
 
-def _encoding_pb(encoded: EncodedText) -> tokenizer_pb2.Encoding:
-    if encoded.offsets is None:
+def _encoding_pb(encoded: EncodedText, with_offsets: bool) -> tokenizer_pb2.Encoding:
+    if not with_offsets or encoded.offsets is None:
         return tokenizer_pb2.Encoding(ids=encoded.ids)
     offsets = [tokenizer_pb2.Offset(start=s, end=e) for s, e in encoded.offsets]
     return tokenizer_pb2.Encoding(ids=encoded.ids, offsets=offsets)
@@ -101,7 +101,7 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServicer):
         check_texts(request.texts, self._limits)
         encoded = await self._encoder.encode(list(request.texts), request.add_special_tokens, request.return_offsets)
         self._observe("encode", len(encoded), sum(len(e.ids) for e in encoded))
-        return tokenizer_pb2.TokenizeResponse(encodings=[_encoding_pb(e) for e in encoded])
+        return tokenizer_pb2.TokenizeResponse(encodings=[_encoding_pb(e, request.return_offsets) for e in encoded])
 
     @_rejecting_bad_input
     async def Detokenize(

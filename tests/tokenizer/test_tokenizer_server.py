@@ -42,6 +42,9 @@ async def test_tokenize_ids_and_offsets_equal_in_process_tokenizers(stub, loaded
     assert [list(e.ids) for e in response.encodings] == [e.ids for e in expected]
     assert [[(o.start, o.end) for o in e.offsets] for e in response.encodings] == [e.offsets for e in expected]
     assert any(len(e.ids) > 0 for e in response.encodings)
+    again = await stub.Tokenize(tokenizer_pb2.TokenizeRequest(texts=CORPUS, add_special_tokens=add_special_tokens))
+    assert [list(e.ids) for e in again.encodings] == [e.ids for e in expected]
+    assert not any(e.offsets for e in again.encodings)  # offsets only on request, also from the cache
 
 
 async def test_special_tokens_in_text_become_single_ids(stub, loaded: LoadedTokenizer):
