@@ -46,16 +46,18 @@ async def test_different_options_are_not_mixed_in_one_batch(loaded: LoadedTokeni
 
 async def test_a_cancelled_caller_does_not_break_the_others(loaded: LoadedTokenizer):
     encoder = BatchEncoder(loaded.tokenizer, PromptCache(0, 0), METRICS)
+    queued_before = REGISTRY.get_sample_value("mimo_tokenizer_queued_texts")
     try:
         first = asyncio.ensure_future(encoder.encode(["a long first text " * 200], add_special_tokens=False))
         doomed = asyncio.ensure_future(encoder.encode(["doomed"], add_special_tokens=False))
         survivor = asyncio.ensure_future(encoder.encode(["survivor"], add_special_tokens=False))
         await asyncio.sleep(0)
         doomed.cancel()
-        assert (await survivor)[0].ids == loaded.tokenizer.encode("survivor").ids
-        await first
+        assert (await asyncio.wait_for(survivor, 10))[0].ids == loaded.tokenizer.encode("survivor").ids
+        await asyncio.wait_for(first, 10)
     finally:
         encoder.close()
+    assert REGISTRY.get_sample_value("mimo_tokenizer_queued_texts") == queued_before
 
 
 def test_prompt_cache_evicts_least_recent_by_entries_and_tokens():
