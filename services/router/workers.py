@@ -14,7 +14,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.router import metrics
-from services.router.breaker import CircuitBreaker
+from services.router.breaker import CircuitBreaker, CircuitState
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ class Worker:
             return
         self.failed_checks = 0
         self.load = _parse_load(loads)
+        if self.breaker.state is not CircuitState.CLOSED:
+            self.record_success()  # a healthy probe lets trial traffic through (open -> half-open)
         self._set_state(WorkerState.READY)
 
     async def close(self) -> None:
