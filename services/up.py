@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def plan_of(args: argparse.Namespace) -> StackPlan:
-    host, _, port = args.listen.rpartition(":")
+    port = args.listen.rpartition(":")[2]
     return StackPlan(
         model=args.model.resolve(),
         engine=args.engine,

@@ -54,7 +54,7 @@ async def test_killed_worker_requests_are_retried_and_traffic_returns(model_dir,
             assert (
                 metric(
                     router.spec.metrics_port,
-                    r'mimo_router_worker_failures_total\{.*worker="127.0.0.1:%d"' % victim.spec.port,
+                    rf'mimo_router_worker_failures_total\{{.*worker="127.0.0.1:{victim.spec.port}"',
                 )
                 >= 1
             )
@@ -65,7 +65,7 @@ async def test_killed_worker_requests_are_retried_and_traffic_returns(model_dir,
                 if (
                     victim.restarts
                     and metric(
-                        router.spec.metrics_port, r'mimo_router_worker_ready\{worker="127.0.0.1:%d"' % victim.spec.port
+                        router.spec.metrics_port, rf'mimo_router_worker_ready\{{worker="127.0.0.1:{victim.spec.port}"'
                     )
                     == 1
                 ):
