@@ -94,6 +94,11 @@ class SimEngine:
     def load(self) -> EngineLoad:
         return self._sched.load()
 
+    @property
+    def simulated_s(self) -> float:
+        """Model time the scheduler has stepped through (what the latency model says the work costs)."""
+        return self._sched.simulated_s
+
     async def flush_cache(self) -> bool:
         return self._sched.flush()
 

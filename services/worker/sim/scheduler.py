@@ -49,6 +49,7 @@ class SimScheduler:
         self._rate: deque[tuple[float, int]] = deque()
         self._wake = asyncio.Event()
         self._deadline = 0.0
+        self.simulated_s = 0.0  # model time spent stepping (prefill + decode), independent of time_scale
         self._task: asyncio.Task[None] | None = None
 
     # ---- requests in and out ----
@@ -129,6 +130,7 @@ class SimScheduler:
                 await asyncio.sleep(0)
 
     async def _advance(self, cost_s: float) -> None:
+        self.simulated_s += cost_s
         if self.time_scale <= 0:
             await asyncio.sleep(0)
             return
