@@ -28,7 +28,7 @@ SIM_VERSION = "0.1.0"
 
 
 def load_vocabulary(model_dir: str | Path, info: EngineModelInfo) -> Vocabulary:
-    """Token ids that decode to clean text on their own (no special tokens, no partial UTF-8)."""
+    """Token ids that decode to clean text on their own (no special tokens, control bytes or partial UTF-8)."""
     specials = special_token_ids(model_dir)
     path = Path(model_dir) / "tokenizer.json"
     if not path.is_file():
@@ -37,8 +37,13 @@ def load_vocabulary(model_dir: str | Path, info: EngineModelInfo) -> Vocabulary:
     tok = Tokenizer.from_file(str(path))
     candidates = [i for i in range(tok.get_vocab_size(with_added_tokens=True)) if i not in specials]
     texts = tok.decode_batch([[i] for i in candidates])
-    ids = tuple(i for i, text in zip(candidates, texts, strict=True) if text.strip() and "\ufffd" not in text)
+    ids = tuple(i for i, text in zip(candidates, texts, strict=True) if _is_clean(text))
     return Vocabulary(ids or tuple(candidates), info.eos_token_ids)
+
+
+def _is_clean(text: str) -> bool:
+    """Printable text (spaces and newlines allowed), no replacement character from partial UTF-8."""
+    return bool(text.strip()) and "\ufffd" not in text and all(c.isprintable() or c in "\n\t" for c in text)
 
 
 class SimEngine:
