@@ -45,6 +45,10 @@ class PrefixCache:
                 return i
         return len(keys)
 
+    def evictable_among(self, keys: Sequence[int]) -> int:
+        """How many of these cached pages nobody holds (holding them takes them out of the evictable pool)."""
+        return sum(1 for key in keys if self._refs.get(key) == 0)
+
     def acquire(self, keys: Sequence[int]) -> int:
         """Hold the pages (adding the missing ones); returns how many pages were new."""
         new = 0

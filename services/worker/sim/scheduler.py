@@ -155,10 +155,13 @@ class SimScheduler:
                 self.waiting.popleft()
                 continue
             keys = self.cache.page_keys(seq.context())
-            cached = self.cache.match(keys) * self.p.page_size_tokens
+            matched = self.cache.match(keys)
+            cached = matched * self.p.page_size_tokens
             uncached = len(seq.context()) - cached
             reserve = math.ceil(self.p.reserve_output_ratio * (seq.max_new - len(seq.out)))
-            free = self.p.kv_capacity_tokens - self._used_tokens() - self._reserved
+            # evictable pages count as free, except the matched ones this sample is about to hold
+            relocked = self.cache.evictable_among(keys[:matched]) * self.p.page_size_tokens
+            free = self.p.kv_capacity_tokens - self._used_tokens() - self._reserved - relocked
             is_first = not self.running and not batch  # always admit one, so an oversized request still runs
             if not is_first and (uncached > budget or uncached + reserve > free):
                 break

@@ -130,3 +130,22 @@ async def test_lognormal_output_lengths_end_on_eos_and_repeat_with_a_seed(sim_mo
     assert all(r.last.finish_reason == "stop" and r.last.matched_token_id == eos == r.last.output_ids[-1] for r in runs)
     assert len(set(lengths)) > 5 and 10 <= statistics.median(lengths) <= 40
     assert again.last.output_ids == runs[3].last.output_ids
+
+
+async def test_overcommitted_kv_retracts_and_still_completes_every_request(sim_model_dir: Path) -> None:
+    profile = SimProfile(kv_capacity_tokens=1024, reserve_output_ratio=0.1, is_mtp_enabled=False)
+    engine = await started(profile, sim_model_dir, time_scale=0)
+    peak = 0
+    try:  # 3 x (100 prompt + 400 output) cannot all fit in 1024 tokens, but a 10% reservation admits them all
+        tasks = [asyncio.create_task(run(engine, f"r{i}", prompt(100, 40 + i), 400, ignore_eos=True)) for i in range(3)]
+        while not all(t.done() for t in tasks):
+            peak = max(peak, engine.load().used_kv_tokens)
+            await asyncio.sleep(0)
+        runs = [t.result() for t in tasks]
+    finally:
+        await engine.stop()
+    assert all(len(r.last.output_ids) == 400 and r.last.finish_reason == "length" for r in runs)
+    assert all(
+        r.last.output_ids == tuple(t for c in r.chunks for t in c.token_ids) for r in runs
+    )  # no token lost or repeated
+    assert peak <= 1024
