@@ -40,6 +40,12 @@ def completes(msgs: list[pb.GenerateResponse]) -> list[pb.GenerateComplete]:
     return [m.complete for m in msgs if m.WhichOneof("response") == "complete"]
 
 
+async def long_max_new(worker: Worker) -> int:
+    """A request long enough to outlast the test's waits unless it is aborted."""
+    info = await worker.stub.GetModelInfo(pb.GetModelInfoRequest())
+    return min(4000, info.max_context_length - len(PROMPT) - 1)
+
+
 async def wait_idle(worker: Worker, timeout_s: float = 3.0) -> pb.SchedulerLoad:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -128,7 +134,8 @@ async def test_stop_token_ends_with_stop_and_matched_id(worker: Worker) -> None:
 
 
 async def test_abort_mid_stream_ends_with_abort_and_frees_capacity(worker: Worker) -> None:
-    call = worker.stub.Generate(request("long", max_new=400, ignore_eos=True))
+    max_new = await long_max_new(worker)
+    call = worker.stub.Generate(request("long", max_new=max_new, ignore_eos=True))
     seen = [await call.read(), await call.read()]
     assert all(m.WhichOneof("response") == "chunk" for m in seen)
     running = (await worker.stub.GetLoads(pb.GetLoadsRequest())).loads[0]
@@ -138,14 +145,14 @@ async def test_abort_mid_stream_ends_with_abort_and_frees_capacity(worker: Worke
     while (msg := await call.read()) is not grpc.aio.EOF:
         rest.append(msg)
     assert rest[-1].WhichOneof("response") == "complete" and rest[-1].complete.finish_reason == "abort"
-    assert len(rest[-1].complete.output_ids) < 400
+    assert len(rest[-1].complete.output_ids) < max_new
     load = await wait_idle(worker)
     assert load.num_used_tokens == 0
     assert not (await worker.stub.Abort(pb.AbortRequest(request_id="long"))).success
 
 
 async def test_client_cancel_aborts_on_the_worker(worker: Worker) -> None:
-    call = worker.stub.Generate(request("walkaway", max_new=400, ignore_eos=True))
+    call = worker.stub.Generate(request("walkaway", max_new=await long_max_new(worker), ignore_eos=True))
     await call.read()
     call.cancel()
     load = await wait_idle(worker)
