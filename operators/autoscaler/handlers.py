@@ -34,7 +34,9 @@ def register(registry: kopf.OperatorRegistry, *, interval_s: float, login: Login
     kopf.on.cleanup(registry=registry)(close_clients)
     for on_change in (kopf.on.create, kopf.on.update, kopf.on.resume):
         on_change(*resource, registry=registry, id="apply_workload")(apply_workload)
-    kopf.timer(*resource, registry=registry, interval=interval_s, id="reconcile_replicas")(reconcile_replicas)
+    # A failed tick (API server hiccup) is retried at the next interval, not after kopf's 60 s default.
+    timer = kopf.timer(*resource, registry=registry, interval=interval_s, backoff=interval_s, id="reconcile_replicas")
+    timer(reconcile_replicas)
     kopf.on.delete(*resource, registry=registry, optional=True)(forget_pool)
 
 

@@ -128,6 +128,8 @@ async def test_step_up_scales_within_one_timer_period(
         exporter.set_load(waiting=20)  # 5 replicas' worth at 4 waiting per replica
         elapsed = await wait_until(lambda: replicas(kube) == 5, "scaled up to 5", 10)
         await wait_until(lambda: bool(events(kube, "ScaledUp")), "a ScaledUp event", 5)
+        await asyncio.sleep(2 * INTERVAL_S)
+        assert replicas(kube) == 5  # the pool total over 5 replicas is on target: no compounding
     assert elapsed <= INTERVAL_S + SCRAPE_INTERVAL_S + 1.5, f"decision took {elapsed:.2f} s"
     deployment = kube.objects[DEPLOYMENTS, NAMESPACE, POOL].raw
     assert deployment["spec"]["replicas"] == 5
