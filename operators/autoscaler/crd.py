@@ -129,6 +129,7 @@ def _status_schema() -> dict[str, Any]:
         {
             "replicas": {"type": "integer"},
             "readyReplicas": {"type": "integer"},
+            "currentReplicas": {"type": "integer"},
             "desiredReplicas": {"type": "integer"},
             "selector": {"type": "string"},
             "lastScaleTime": {"type": "string", "format": "date-time"},

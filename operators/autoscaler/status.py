@@ -111,8 +111,9 @@ def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Condition],
 def build_status(tick: Tick, selector: str, old: Mapping[str, Any], now_iso: str) -> dict[str, Any]:
     """The whole status after a tick; equal to `old` (and so not written) when nothing changed."""
     status = {
-        "replicas": tick.observed_replicas,
+        "replicas": tick.observed_replicas,  # the Deployment's pods (the scale subresource's statusReplicasPath)
         "readyReplicas": tick.ready_replicas,
+        "currentReplicas": tick.decision.current_replicas,  # spec.replicas when evaluated
         "desiredReplicas": tick.decision.desired_replicas,
         "selector": selector,
         "metrics": metric_readings(tick.pool, tick),

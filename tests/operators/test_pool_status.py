@@ -22,7 +22,8 @@ def conditions(status: dict) -> dict[str, str]:  # type: ignore[type-arg]
 
 def test_healthy_scale_up() -> None:
     status = build_status(tick(2, 4, 16.0, ready=2), "sel", {}, "T1")
-    assert status["desiredReplicas"] == 4 and status["lastScaleTime"] == "T1" and status["selector"] == "sel"
+    assert (status["currentReplicas"], status["desiredReplicas"]) == (2, 4)
+    assert status["lastScaleTime"] == "T1" and status["selector"] == "sel"
     assert status["metrics"][0]["value"] == 8.0  # per replica: 16 over 2
     assert conditions(status) == {
         "Ready": "True",
