@@ -125,6 +125,5 @@ class Gateway:
     def usage(self, job: Job) -> common_pb2.Usage:
         return usage(job.samples, len(job.input_ids))
 
-    async def chat_ids(self, messages: Sequence[common_pb2.ChatMessage], deadline: float | None) -> list[int]:
-        timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
-        return await self.tokenizer.apply_chat_template(messages, timeout)
+    def chat_ids(self, messages: Sequence[common_pb2.ChatMessage]) -> list[int]:
+        return self.tokenizer.chat_ids(messages)

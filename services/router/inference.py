@@ -85,13 +85,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             deadline=deadline_of(context),
         )
 
-    async def _chat_job(self, request: inference_pb2.ChatRequest, context, method: str, stream: bool) -> Job:
+    def _chat_job(self, request: inference_pb2.ChatRequest, context, method: str, stream: bool) -> Job:
         self.gateway.check_model(request.model)
         validate_sampling(request.sampling)
         validate_messages(request.messages)
         n = validate_common(request.n, request.top_logprobs)
         deadline = deadline_of(context)
-        ids = await self.gateway.chat_ids(request.messages, deadline)
+        ids = self.gateway.chat_ids(request.messages)
         return Job(
             method,
             ids,
@@ -123,7 +123,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @unary_errors
     async def Chat(self, request, context):
-        job = await self._chat_job(request, context, "Chat", stream=False)
+        job = self._chat_job(request, context, "Chat", stream=False)
         choices, usage = await self.gateway.collect(job)
         return inference_pb2.ChatResponse(
             request_id=job.request_id, model=self.gateway.model_name, choices=choices, usage=usage
@@ -131,7 +131,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @stream_errors
     async def ChatStream(self, request, context):
-        job = await self._chat_job(request, context, "ChatStream", stream=True)
+        job = self._chat_job(request, context, "ChatStream", stream=True)
         async for delta in self.gateway.run(job):
             yield inference_pb2.ChatStreamResponse(request_id=job.request_id, delta=delta)
         yield inference_pb2.ChatStreamResponse(request_id=job.request_id, usage=self.gateway.usage(job))

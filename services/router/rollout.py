@@ -99,7 +99,7 @@ class RolloutRun:
     async def _input_ids(self, state: PromptState) -> list[int]:
         if state.prompt.WhichOneof("input") == "token_ids":
             return list(state.prompt.token_ids.ids)
-        return await self.gateway.chat_ids(state.prompt.messages.messages, None)
+        return self.gateway.chat_ids(state.prompt.messages.messages)
 
     def _job(self, state: PromptState, ids: list[int]) -> Job:
         return Job(
