@@ -62,9 +62,9 @@ def validate_sampling(s: common_pb2.SamplingParams, prefix: str = "sampling") ->
     _check(all(s.stop), f"{prefix}.stop", "stop strings must not be empty")
 
 
-def validate_common(n: int, top_logprobs: int) -> int:
+def validate_common(n: int, top_logprobs: int, n_field: str = "n") -> int:
     """Returns the number of samples (0 means 1)."""
-    _check(n <= MAX_SAMPLES, "n", f"at most {MAX_SAMPLES} samples per request")
+    _check(n <= MAX_SAMPLES, n_field, f"at most {MAX_SAMPLES} samples per request")
     _check(top_logprobs <= MAX_TOP_LOGPROBS, "top_logprobs", f"at most {MAX_TOP_LOGPROBS}")
     return max(1, n)
 

@@ -50,7 +50,7 @@ def validate_rollout(request: rollout_pb2.RolloutRequest) -> int:
     if not request.prompts:
         raise InvalidRequest("prompts", "must not be empty")
     validate_sampling(request.sampling)
-    n = validate_common(request.samples_per_prompt, 0)
+    n = validate_common(request.samples_per_prompt, 0, "samples_per_prompt")
     for i, p in enumerate(request.prompts):
         kind = p.WhichOneof("input")
         if kind is None:
