@@ -1,0 +1,138 @@
+"""Paged KV cache blocks with a prefix cache: hash-chained full blocks, reference counts, LRU eviction."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from services.worker.engine.sequence import Sequence
+
+
+@dataclass(slots=True, eq=False)
+class Block:
+    block_id: int
+    ref_count: int = 0
+    hash: int = -1  # -1: not a registered (full, computed) block
+    token_ids: tuple[int, ...] = ()
+
+
+def chain_hash(prefix_hash: int, token_ids: tuple[int, ...]) -> int:
+    """The hash of a full block given the hash of every block before it (ints hash deterministically)."""
+    return hash((prefix_hash, token_ids))
+
+
+class BlockManager:
+    """Owns the block pool. Free blocks keep their cached content until reused, oldest-freed first.
+
+    A full block is registered in the prefix cache when it is allocated for a prompt (its KV is
+    written in the same step, before any attention reads it) or when decoding fills it.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        self.block_size = block_size
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))  # LRU: evict from the front
+        self.hash_to_block: dict[int, int] = {}
+        self.num_prompt_tokens = 0
+        self.num_hit_tokens = 0
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free)
+
+    @property
+    def num_used_tokens(self) -> int:
+        return (self.num_blocks - len(self.free)) * self.block_size
+
+    @property
+    def hit_rate(self) -> float:
+        return self.num_hit_tokens / self.num_prompt_tokens if self.num_prompt_tokens else 0.0
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def can_allocate(self, seq: Sequence, lookahead: int = 0) -> bool:
+        """Room for the whole sequence without counting prefix hits (conservative)."""
+        return self.blocks_for(seq.num_tokens + lookahead) <= len(self.free)
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give an admitted sequence its blocks, reusing cached prefix blocks; sets num_computed_tokens."""
+        assert not seq.block_table, "sequence already holds blocks"
+        bs, prefix_hash, is_hit, num_hit = self.block_size, 0, True, 0
+        for i in range(self.blocks_for(seq.num_tokens)):
+            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+            if len(tokens) < bs:
+                is_hit = False
+                block = self._take_free()
+            else:
+                prefix_hash = chain_hash(prefix_hash, tokens)
+                cached = self.hash_to_block.get(prefix_hash, -1) if is_hit else -1
+                is_hit = cached >= 0 and self.blocks[cached].token_ids == tokens
+                block = self._share(cached) if is_hit else self._register(self._take_free(), prefix_hash, tokens)
+                seq.block_hashes.append(prefix_hash)
+                num_hit += bs if is_hit else 0
+            seq.block_table.append(block.block_id)
+        # The newest token is always fed (its logits pick the next one), even on a full hit.
+        seq.num_computed_tokens = min(num_hit, seq.num_tokens - 1)
+        if seq.num_cached_tokens < 0:  # first admission, not a re-admission after preemption
+            seq.num_cached_tokens = min(num_hit, seq.num_prompt_tokens)
+            self.num_prompt_tokens += seq.num_prompt_tokens
+            self.num_hit_tokens += seq.num_cached_tokens
+
+    def ensure_slots(self, seq: Sequence, num_tokens: int) -> bool:
+        """Grow the block table to hold positions < num_tokens; False (nothing taken) if the pool is short."""
+        missing = self.blocks_for(num_tokens) - len(seq.block_table)
+        if missing > len(self.free):
+            return False
+        for _ in range(max(0, missing)):
+            seq.block_table.append(self._take_free().block_id)
+        return True
+
+    def commit_full_blocks(self, seq: Sequence) -> None:
+        """Register the blocks decoding has filled with computed KV, so later requests can share them."""
+        bs = self.block_size
+        for i in range(len(seq.block_hashes), seq.num_computed_tokens // bs):
+            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+            prefix_hash = chain_hash(seq.block_hashes[-1] if seq.block_hashes else 0, tokens)
+            seq.block_hashes.append(prefix_hash)
+            block = self.blocks[seq.block_table[i]]
+            if prefix_hash not in self.hash_to_block:  # an identical live block keeps the entry
+                self._register(block, prefix_hash, tokens)
+
+    def free_seq(self, seq: Sequence) -> None:
+        """Drop the sequence's references; tail blocks go back first so prefixes stay cached longest."""
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[block_id] = None
+        seq.block_table, seq.block_hashes = [], []
+
+    def reset_prefix_cache(self) -> None:
+        self.hash_to_block.clear()
+        for block in self.blocks:
+            block.hash, block.token_ids = -1, ()
+
+    def _take_free(self) -> Block:
+        block_id, _ = self.free.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.hash != -1 and self.hash_to_block.get(block.hash) == block_id:
+            del self.hash_to_block[block.hash]  # evict its cached content
+        block.hash, block.token_ids, block.ref_count = -1, (), 1
+        return block
+
+    def _share(self, block_id: int) -> Block:
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self.free[block_id]
+        block.ref_count += 1
+        return block
+
+    def _register(self, block: Block, block_hash: int, token_ids: tuple[int, ...]) -> Block:
+        block.hash, block.token_ids = block_hash, token_ids
+        self.hash_to_block[block_hash] = block.block_id
+        return block
