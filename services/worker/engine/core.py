@@ -1,0 +1,198 @@
+"""The synchronous engine: requests in, one `step()` at a time, output chunks out (no threads, no asyncio)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from services.worker.engine import mtp
+from services.worker.engine.block_manager import BlockManager
+from services.worker.engine.model_runner import ModelRunner, SeqResult
+from services.worker.engine.scheduler import Scheduler, SchedulerConfig
+from services.worker.engine.sequence import Sequence
+from services.worker.engine.stop import StopChecker
+from services.worker.engine_api import EngineLoad, GenerateInput, OutputChunk, resolve_max_new_tokens
+from services.worker.model.mimo import MiMoForCausalLM
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+THROUGHPUT_WINDOW_S = 10.0
+
+RequestOutput = tuple[str, OutputChunk]  # (request id, chunk)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    num_blocks: int
+    block_size: int = 16
+    max_running_requests: int = 64
+    max_batch_tokens: int = 8192
+    is_mtp_enabled: bool = True
+    use_cuda_graphs: bool = True
+    max_context_length: int = 32768
+    eos_token_ids: tuple[int, ...] = ()
+
+
+class EngineCore:
+    """Scheduler + block manager + model runner; `step()` runs one batched forward and returns its chunks."""
+
+    def __init__(self, model: MiMoForCausalLM, cfg: CoreConfig, tokenizer: Tokenizer | None = None) -> None:
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.runner = ModelRunner(model, cfg.block_size, cfg.num_blocks, cfg.use_cuda_graphs)
+        self.is_mtp = cfg.is_mtp_enabled and self.runner.has_mtp
+        self.blocks = BlockManager(cfg.num_blocks, cfg.block_size)
+        sched_cfg = SchedulerConfig(cfg.max_running_requests, cfg.max_batch_tokens, int(self.is_mtp))
+        self.scheduler = Scheduler(sched_cfg, self.blocks)
+        self._seq_ids = itertools.count()
+        self._recent: deque[tuple[float, int]] = deque()  # (time, tokens generated) per step
+        self.num_draft_tokens = 0
+        self.num_accepted_tokens = 0
+        self.num_decode_steps = 0  # sequence-steps of MTP decoding
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.cfg.num_blocks * self.cfg.block_size
+
+    def add_request(self, req: GenerateInput) -> list[RequestOutput]:
+        """Queue the request's n samples; returns chunks only for samples that end at once (max_new_tokens 0)."""
+        s = req.sampling
+        max_new = resolve_max_new_tokens(s, len(req.input_ids), self.cfg.max_context_length)
+        out: list[RequestOutput] = []
+        for index in range(s.n):
+            gen = None
+            if s.seed is not None:
+                gen = torch.Generator(self.runner.device).manual_seed(s.seed + index)
+            seq = Sequence(
+                seq_id=next(self._seq_ids),
+                request_id=req.request_id,
+                index=index,
+                token_ids=list(req.input_ids),
+                num_prompt_tokens=len(req.input_ids),
+                sampling=s,
+                max_new_tokens=max_new,
+                stop=StopChecker.build(s, self.cfg.eos_token_ids, max_new, self.tokenizer),
+                return_logprob=req.return_logprob,
+                top_logprobs_num=req.top_logprobs_num,
+                generator=gen,
+            )
+            if max_new <= 0:
+                seq.num_cached_tokens = 0
+                seq.finish("length")
+                out.append((req.request_id, self._chunk(seq, [], SeqResult([]))))
+            else:
+                self.scheduler.add(seq)
+        return out
+
+    def abort_request(self, request_id: str) -> list[RequestOutput]:
+        """Remove the request's unfinished samples (their KV blocks are freed); a final 'abort' chunk each."""
+        out = []
+        for seq in self.scheduler.remove(request_id):
+            seq.finish("abort")
+            out.append((request_id, self._chunk(seq, [], SeqResult([]))))
+        return out
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run one forward (prefill or decode) and turn the results into chunks."""
+        batch = self.scheduler.schedule()
+        if batch is None:
+            return []
+        with torch.inference_mode():
+            if not self.is_mtp:
+                results = self.runner.run_plain(batch.seqs, batch.is_prefill)
+            elif batch.is_prefill:
+                results = mtp.run_prefill(self.runner, batch.seqs)
+            else:
+                results = mtp.run_decode(self.runner, batch.seqs)
+        is_spec = self.is_mtp and not batch.is_prefill
+        out = [(seq.request_id, self._apply(seq, res, is_spec)) for seq, res in zip(batch.seqs, results, strict=True)]
+        self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
+        return out
+
+    def _apply(self, seq: Sequence, res: SeqResult, is_spec: bool) -> OutputChunk:
+        """Append the step's tokens up to the first stop; free the blocks of a finished sequence."""
+        seq.num_computed_tokens = seq.num_tokens + res.num_accepted
+        if is_spec:
+            seq.num_draft_tokens += 1
+            seq.num_accepted_tokens += res.num_accepted
+            self.num_draft_tokens += 1
+            self.num_accepted_tokens += res.num_accepted
+            self.num_decode_steps += 1
+        new: list[int] = []
+        for token in res.token_ids:
+            seq.token_ids.append(token)
+            new.append(token)
+            match = seq.stop.check(seq.output_ids)
+            if match is not None:
+                seq.matched_token_id, seq.matched_stop_str = match.token_id, match.stop_str
+                seq.finish(match.reason)
+                break
+        if seq.is_finished:
+            self.scheduler.finish(seq)
+        else:
+            seq.num_computed_tokens = min(seq.num_computed_tokens, seq.num_tokens - 1)
+            self.blocks.commit_full_blocks(seq)
+            seq.draft_token, seq.draft_probs = res.draft_token, res.draft_probs
+        return self._chunk(seq, new, res)
+
+    def _chunk(self, seq: Sequence, new: list[int], res: SeqResult) -> OutputChunk:
+        done = seq.is_finished
+        spec = self.is_mtp and done
+        return OutputChunk(
+            index=seq.index,
+            token_ids=tuple(new),
+            prompt_tokens=seq.num_prompt_tokens,
+            completion_tokens=seq.num_output_tokens,
+            cached_tokens=max(0, seq.num_cached_tokens),
+            logprobs=tuple(res.logprobs[: len(new)]) if res.logprobs else (),
+            top_logprobs=tuple(tuple(t) for t in res.top_logprobs[: len(new)]) if res.top_logprobs else (),
+            finished=done,
+            finish_reason=seq.finish_reason if done else None,
+            matched_token_id=seq.matched_token_id,
+            matched_stop_str=seq.matched_stop_str,
+            output_ids=tuple(seq.output_ids) if done else (),
+            spec_accepted_tokens=seq.num_accepted_tokens if spec else 0,
+            spec_draft_tokens=seq.num_draft_tokens if spec else 0,
+        )
+
+    def load(self) -> EngineLoad:
+        now = time.monotonic()
+        while self._recent and now - self._recent[0][0] > THROUGHPUT_WINDOW_S:
+            self._recent.popleft()
+        span = now - self._recent[0][0] if len(self._recent) > 1 else 0.0
+        waiting = list(self.scheduler.waiting)
+        return EngineLoad(
+            running_requests=len(self.scheduler.running),
+            waiting_requests=len(waiting),
+            used_kv_tokens=self.blocks.num_used_tokens,
+            max_kv_tokens=self.capacity_tokens,
+            cache_hit_rate=self.blocks.hit_rate,
+            gen_throughput_tps=sum(n for _, n in self._recent) / span if span > 0 else 0.0,
+            waiting_uncached_tokens=sum(s.num_tokens for s in waiting),
+            max_running_requests=self.cfg.max_running_requests,
+            spec_accept_length=self.accept_length if self.is_mtp else None,
+            spec_accept_rate=(self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else 0.0)
+            if self.is_mtp
+            else None,
+        )
+
+    @property
+    def accept_length(self) -> float:
+        """Mean tokens emitted per sequence per MTP decode step (1 + accepted drafts)."""
+        return 1.0 + self.num_accepted_tokens / self.num_decode_steps if self.num_decode_steps else 1.0
+
+    def flush_cache(self) -> bool:
+        if self.scheduler.has_work:
+            return False
+        self.blocks.reset_prefix_cache()
+        return True

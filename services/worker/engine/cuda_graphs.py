@@ -1,0 +1,71 @@
+"""CUDA graphs for fixed-shape forwards (decode, MTP verify): capture once per shape, then replay.
+
+Decode at batch 1 is bound by kernel launches on the host, not by the GPU (BENCHMARKS.md), so a
+replayed graph of the whole forward is what brings it near the HBM roofline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def batch_bucket(num_seqs: int) -> int:
+    """Graphs exist for power-of-two batch sizes; a batch is padded up to the next one."""
+    return 1 << max(0, num_seqs - 1).bit_length()
+
+
+def column_bucket(num_blocks: int, minimum: int = 8) -> int:
+    """Block-table widths are padded to a power of two (the context gathered per sequence)."""
+    return max(minimum, 1 << max(0, num_blocks - 1).bit_length())
+
+
+@dataclass(slots=True)
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    inputs: tuple[Tensor, ...]
+    output: Tensor
+
+
+class GraphCache:
+    """Replays `fn(*inputs)` from a captured graph keyed by the caller (shapes determine the key).
+
+    `fn` must be a pure function of its tensor inputs and the model's persistent state (weights, KV
+    cache) with no host syncs; running it twice on the same inputs must be harmless (warm-up).
+    The returned tensor is the graph's own output: read it before the next replay of that key.
+    """
+
+    def __init__(self, max_graphs: int = 64) -> None:
+        self.graphs: dict[Hashable, _Graph] = {}
+        self.max_graphs = max_graphs
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def run(self, key: Hashable, fn: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
+        entry = self.graphs.get(key)
+        if entry is None:
+            if len(self.graphs) >= self.max_graphs:
+                return fn(*inputs)
+            entry = self.graphs[key] = self._capture(fn, inputs)
+        for static, value in zip(entry.inputs, inputs, strict=True):
+            static.copy_(value, non_blocking=True)
+        entry.graph.replay()
+        return entry.output
+
+    @staticmethod
+    def _capture(fn: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> _Graph:
+        static = tuple(x.clone() for x in inputs)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph (allocator, lazy kernel init)
+            for _ in range(2):
+                fn(*static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = fn(*static)
+        return _Graph(graph, static, output)

@@ -1,0 +1,196 @@
+"""Batched prefill and decode of MiMo over the paged KV cache, on CPU or CUDA (graphs for fixed shapes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from services.worker.engine import sampler
+from services.worker.engine.attention import StepTensors, attn_meta, decoder_layer_forward
+from services.worker.engine.cuda_graphs import GraphCache, batch_bucket, column_bucket
+from services.worker.engine.sequence import Sequence
+from services.worker.model.mimo import MiMoForCausalLM
+
+MAX_GRAPH_TOKENS_PER_SEQ = 2  # decode (1) and MTP verify (2) are graphed; prefill runs eagerly
+
+
+@dataclass(frozen=True, slots=True)
+class SeqResult:
+    """What one step produced for one sequence (tokens in order; the step's forward is done)."""
+
+    token_ids: list[int]
+    num_accepted: int = 0  # draft tokens the target accepted (MTP decode)
+    logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+    draft_token: int | None = None
+    draft_probs: Tensor | None = None
+
+
+def rope_tables(
+    head_dim: int, theta: float, max_positions: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """cos, sin [P, D] for positions 0..P-1, computed exactly as MiMo's `rotary_cos_sin`."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
+    inv_freq = 1.0 / (theta**exponents)
+    freqs = torch.arange(max_positions, device=device).float()[:, None] * inv_freq  # [P, D/2]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+class ModelRunner:
+    """Owns the paged KV cache (one more layer for MTP) and runs forwards over it.
+
+    Cache layout: [layers, (num_blocks + 1) * block_size, kv_heads, head_dim]; the extra block is
+    scratch, written by padding tokens and gathered (masked) by padded block tables.
+    """
+
+    def __init__(self, model: MiMoForCausalLM, block_size: int, num_blocks: int, use_cuda_graphs: bool = True) -> None:
+        cfg = model.config
+        self.model = model
+        self.block_size = block_size
+        self.scratch_block = num_blocks
+        self.device = model.lm_head.weight.device
+        self.dtype = model.lm_head.weight.dtype
+        self.vocab_size = cfg.vocab_size
+        self.has_mtp = cfg.num_nextn_predict_layers > 0
+        num_layers = cfg.num_hidden_layers + int(self.has_mtp)
+        shape = (num_layers, (num_blocks + 1) * block_size, cfg.num_key_value_heads, cfg.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.cos, self.sin = rope_tables(
+            cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, self.dtype, self.device
+        )
+        self.graphs = GraphCache() if use_cuda_graphs and self.device.type == "cuda" else None
+
+    # ---- inputs ------------------------------------------------------------------------------
+
+    def prepare(self, seqs: list[Sequence], new_tokens: list[list[int]]) -> StepTensors:
+        """Host-side: flatten each sequence's new tokens (from its num_computed_tokens on) into tensors."""
+        bs, lengths = self.block_size, [len(t) for t in new_tokens]
+        num_q, is_uniform = max(lengths), len(set(lengths)) == 1
+        ids: list[int] = [t for toks in new_tokens for t in toks]
+        positions: list[int] = []
+        slots: list[int] = []
+        for seq, n in zip(seqs, lengths, strict=True):
+            start, table = seq.num_computed_tokens, seq.block_table
+            positions.extend(range(start, start + n))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+        num_cols = max(-(-(s.num_computed_tokens + n) // bs) for s, n in zip(seqs, lengths, strict=True))
+        num_seqs = len(seqs)
+        use_graph = self.graphs is not None and is_uniform and num_q <= MAX_GRAPH_TOKENS_PER_SEQ
+        if use_graph:  # pad to a captured shape
+            num_cols, num_pad = column_bucket(num_cols), batch_bucket(num_seqs) - num_seqs
+            ids += [0] * (num_pad * num_q)
+            positions += [0] * (num_pad * num_q)
+            slots += [self.scratch_block * bs] * (num_pad * num_q)
+            num_seqs += num_pad
+        tables = [(s.block_table + [self.scratch_block] * num_cols)[:num_cols] for s in seqs]
+        tables += [[self.scratch_block] * num_cols] * (num_seqs - len(seqs))
+        flat = torch.tensor([ids, positions, slots], dtype=torch.int64).to(self.device, non_blocking=True)
+        block_tables = torch.tensor(tables, dtype=torch.int64).to(self.device, non_blocking=True)
+        if is_uniform:
+            return StepTensors(flat[0], flat[1], flat[2], block_tables, use_graph=use_graph)
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        pad = [starts[i] + t if t < n else len(ids) for i, n in enumerate(lengths) for t in range(num_q)]
+        unpad = [i * num_q + t for i, n in enumerate(lengths) for t in range(n)]
+        index = torch.tensor(pad + unpad, dtype=torch.int64).to(self.device, non_blocking=True)
+        return StepTensors(flat[0], flat[1], flat[2], block_tables, index[: len(pad)], index[len(pad) :])
+
+    # ---- forwards ----------------------------------------------------------------------------
+
+    def forward(self, step: StepTensors) -> Tensor:
+        """The backbone over the step's tokens: final-normed hidden states [N, H] (N includes padding)."""
+        inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
+        if self.graphs is not None and step.use_graph:
+            key = ("target", step.input_ids.shape[0], *step.block_tables.shape)
+            return self.graphs.run(key, self._forward, inputs)
+        return self._forward(*inputs, step.pad_index, step.unpad_index)
+
+    def mtp_forward(self, hidden: Tensor, next_ids: Tensor, step: StepTensors) -> Tensor:
+        """The MTP layer at the step's positions t, from hidden h_t [N, H] and tokens x_{t+1} [N] -> [N, H]."""
+        inputs = (hidden, next_ids, step.positions, step.slot_mapping, step.block_tables)
+        if self.graphs is not None and step.use_graph:
+            key = ("mtp", step.input_ids.shape[0], *step.block_tables.shape)
+            return self.graphs.run(key, self._mtp_forward, inputs)
+        return self._mtp_forward(*inputs, step.pad_index, step.unpad_index)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self.model.compute_logits(hidden)
+
+    def _forward(
+        self,
+        ids: Tensor,
+        pos: Tensor,
+        slots: Tensor,
+        tables: Tensor,
+        pad: Tensor | None = None,
+        unpad: Tensor | None = None,
+    ) -> Tensor:
+        meta = attn_meta(StepTensors(ids, pos, slots, tables, pad, unpad), self.block_size)
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # [N, 1, D]
+        x = self.model.model.embed_tokens(ids)  # [N, H]
+        for i, layer in enumerate(self.model.model.layers):
+            x = decoder_layer_forward(layer, x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
+        return self.model.model.norm(x)
+
+    def _mtp_forward(
+        self,
+        hidden: Tensor,
+        next_ids: Tensor,
+        pos: Tensor,
+        slots: Tensor,
+        tables: Tensor,
+        pad: Tensor | None = None,
+        unpad: Tensor | None = None,
+    ) -> Tensor:
+        meta = attn_meta(StepTensors(next_ids, pos, slots, tables, pad, unpad), self.block_size)
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
+        mtp = self.model.model.mtp_layers[0]
+        embeds = self.model.model.embed_tokens(next_ids).masked_fill((pos == 0)[:, None], 0.0)  # as SGLang/vLLM
+        z = mtp.input_proj(torch.cat([mtp.hidden_layernorm(hidden), mtp.token_layernorm(embeds)], dim=-1))
+        z = decoder_layer_forward(mtp, z, cos, sin, self.k_cache[-1], self.v_cache[-1], meta)
+        return mtp.final_layernorm(z)
+
+    # ---- one plain step ------------------------------------------------------------------------
+
+    def run_plain(self, seqs: list[Sequence], is_prefill: bool) -> list[SeqResult]:
+        """Feed each sequence's pending tokens and sample one next token per sequence."""
+        new_tokens = [s.pending_tokens() for s in seqs] if is_prefill else [[s.last_token] for s in seqs]
+        step = self.prepare(seqs, new_tokens)
+        hidden = self.forward(step)
+        logits = self.logits(hidden[last_rows(new_tokens, self.device)])  # [B, V]
+        rows = sampler.build_rows(seqs, 1, None, self.vocab_size, self.device)
+        tokens = sampler.sample(logits, rows)
+        extras = token_logprobs(seqs, logits, rows, tokens)
+        return [SeqResult([t], 0, *extra) for t, extra in zip(tokens.tolist(), extras, strict=True)]
+
+
+def last_rows(new_tokens: list[list[int]], device: torch.device) -> Tensor:
+    """Row of each sequence's last new token in the flat [N] layout."""
+    ends, total = [], 0
+    for toks in new_tokens:
+        total += len(toks)
+        ends.append(total - 1)
+    return torch.tensor(ends, dtype=torch.int64).to(device, non_blocking=True)
+
+
+def token_logprobs(
+    seqs: list[Sequence], logits: Tensor, rows: sampler.SamplingRows, tokens: Tensor, rows_per_seq: int = 1
+) -> list[tuple[list[float] | None, list[list[tuple[int, float]]] | None]]:
+    """Per sequence: (logprobs, top logprobs) of its `rows_per_seq` rows, or (None, None) if not asked."""
+    if not any(s.return_logprob for s in seqs):
+        return [(None, None)] * len(seqs)
+    num_top = max(s.top_logprobs_num for s in seqs)
+    chosen, top_ids, top_values = sampler.logprobs_of(logits, rows, tokens, num_top)
+    chosen_l, ids_l, values_l = chosen.tolist(), top_ids.tolist(), top_values.tolist()
+    out: list[tuple[list[float] | None, list[list[tuple[int, float]]] | None]] = []
+    for i, seq in enumerate(seqs):
+        r = range(i * rows_per_seq, (i + 1) * rows_per_seq)
+        if not seq.return_logprob:
+            out.append((None, None))
+            continue
+        k = seq.top_logprobs_num
+        out.append(([chosen_l[j] for j in r], [list(zip(ids_l[j][:k], values_l[j][:k], strict=True)) for j in r]))
+    return out

@@ -1,0 +1,120 @@
+"""MTP speculative decoding, gpt-fast style: the MTP layer drafts one token, the model verifies [x_t, draft].
+
+Position pairing: the MTP layer at position t reads the backbone's hidden h_t and the token x_{t+1}
+and predicts x_{t+2}; its KV (one extra cache layer) sits in the same slots as the backbone's.
+Each step after verification reruns it over the verified positions (SGLang's draft-extend), which
+both refreshes its KV and yields the next draft. Greedy acceptance is exact; sampled acceptance is
+speculative rejection sampling, so the output distribution is the target's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from services.worker.engine import sampler
+from services.worker.engine.model_runner import ModelRunner, SeqResult, last_rows, token_logprobs
+from services.worker.engine.sequence import Sequence
+
+
+def draft(runner: ModelRunner, mtp_hidden: Tensor, rows: sampler.SamplingRows) -> tuple[Tensor, Tensor | None]:
+    """One draft token per row from MTP hidden states [B, H]; also q [B, V] unless every row is greedy."""
+    logits = runner.logits(mtp_hidden).float()
+    if rows.is_all_greedy:
+        return logits.argmax(-1), None
+    q = sampler.to_probs(logits, rows)
+    return sampler.sample_from(q, rows.generators), q
+
+
+def verify(logits: Tensor, drafts: Tensor, q: Tensor | None, rows: sampler.SamplingRows) -> tuple[Tensor, Tensor]:
+    """Target logits [B, 2, V] at (x_t, draft) -> tokens [B, 2], accepted [B] bool.
+
+    Accepted: the sample emits (draft, tokens[:, 1]) (the bonus token). Rejected: it emits
+    tokens[:, 0] alone (greedy: the target's argmax; sampled: a draw from norm(max(0, p - q))).
+    """
+    num_seqs, _, vocab = logits.shape
+    logits = sampler.penalise(logits.reshape(-1, vocab).float(), rows)
+    if rows.is_all_greedy:
+        target = logits.argmax(-1).view(num_seqs, 2)
+        return target, target[:, 0] == drafts
+    p = sampler.to_probs(logits, rows).view(num_seqs, 2, vocab)
+    if q is None:  # all drafts greedy: one-hot
+        q = F.one_hot(drafts, vocab).to(p.dtype)
+    p_draft = p[:, 0].gather(1, drafts[:, None]).squeeze(1)
+    q_draft = q.gather(1, drafts[:, None]).squeeze(1)  # > 0: the draft was drawn from q
+    accepted = sampler.uniform(rows.generators[::2], p.device) * q_draft < p_draft  # u < p(d) / q(d)
+    residual = (p[:, 0] - q).clamp(min=0.0)
+    total = residual.sum(-1, keepdim=True)
+    residual = torch.where(total > 0, residual / total.clamp(min=1e-30), p[:, 0])
+    noise = sampler.exponential_noise((2 * num_seqs, vocab), rows.generators, p.device).view(num_seqs, 2, vocab)
+    corrected = (residual / noise[:, 0]).argmax(-1)
+    bonus = (p[:, 1] / noise[:, 1]).argmax(-1)
+    return torch.stack([torch.where(accepted, drafts, corrected), bonus], dim=1), accepted
+
+
+def stack_draft_probs(seqs: list[Sequence], drafts: Tensor, vocab: int) -> Tensor | None:
+    """q [B, V] of the sequences' drafts (one-hot where a greedy draft kept none)."""
+    if all(s.draft_probs is None for s in seqs):
+        return None
+    one_hot = F.one_hot(drafts, vocab).float()
+    return torch.stack([one_hot[i] if s.draft_probs is None else s.draft_probs for i, s in enumerate(seqs)])
+
+
+def run_prefill(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
+    """Prefill, sample the first token, then run the MTP layer over the prompt to fill its KV and draft."""
+    new_tokens = [s.pending_tokens() for s in seqs]
+    step = runner.prepare(seqs, new_tokens)
+    hidden = runner.forward(step)  # [N, H]
+    last = last_rows(new_tokens, runner.device)
+    logits = runner.logits(hidden[last])
+    rows = sampler.build_rows(seqs, 1, None, runner.vocab_size, runner.device)
+    tokens = sampler.sample(logits, rows)  # [B]
+    # x_{t+1} for every fed position t: the next fed token, and the new sample after the last one.
+    shifted = [t for toks in new_tokens for t in [*toks[1:], 0]]
+    next_ids = torch.tensor(shifted, dtype=torch.int64).to(runner.device, non_blocking=True)
+    next_ids = F.pad(next_ids, (0, step.input_ids.shape[0] - len(shifted))).index_copy(0, last, tokens)
+    drafts, q = draft(runner, runner.mtp_forward(hidden, next_ids, step)[last], sampler.plain_rows(rows))
+    extras = token_logprobs(seqs, logits, rows, tokens)
+    ids = torch.cat([tokens, drafts]).tolist()
+    n = len(seqs)
+    return [
+        SeqResult([ids[i]], 0, *extras[i], draft_token=ids[n + i], draft_probs=None if q is None else q[i])
+        for i in range(n)
+    ]
+
+
+def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
+    """Verify each sequence's (newest token, draft), then draft-extend the MTP layer and draft again."""
+    n = len(seqs)
+    draft_list = [s.draft_token if s.draft_token is not None else s.last_token for s in seqs]
+    step = runner.prepare(seqs, [[s.last_token, d] for s, d in zip(seqs, draft_list, strict=True)])
+    hidden = runner.forward(step)  # [Np, H], Np >= 2B (graph padding)
+    logits = runner.logits(hidden[: 2 * n])  # [2B, V]
+    rows = sampler.build_rows(seqs, 2, draft_list, runner.vocab_size, runner.device)
+    drafts = torch.tensor(draft_list, dtype=torch.int64).to(runner.device, non_blocking=True)
+    q = stack_draft_probs(seqs, drafts, runner.vocab_size)
+    tokens, accepted = verify(logits.view(n, 2, -1), drafts, q, rows)
+    # MTP pairs: accepted -> (h_t, draft), (h_t+1, bonus); rejected -> (h_t, corrected), then a dead row.
+    next_ids = F.pad(tokens.reshape(-1), (0, hidden.shape[0] - 2 * n))
+    mtp_hidden = runner.mtp_forward(hidden, next_ids, step)
+    pick = torch.arange(n, device=runner.device) * 2 + accepted.long()
+    new_drafts, new_q = draft(runner, mtp_hidden[pick], sampler.plain_rows(rows, stride=2))
+    extras = token_logprobs(seqs, logits, rows, tokens.reshape(-1), rows_per_seq=2)
+    flat = torch.cat([tokens.reshape(-1), accepted.long(), new_drafts]).tolist()
+    results = []
+    for i in range(n):
+        num_acc = flat[2 * n + i]
+        emitted = flat[2 * i : 2 * i + 1 + num_acc]
+        lps, tops = extras[i]
+        results.append(
+            SeqResult(
+                emitted,
+                num_acc,
+                None if lps is None else lps[: len(emitted)],
+                None if tops is None else tops[: len(emitted)],
+                draft_token=flat[3 * n + i],
+                draft_probs=None if new_q is None else new_q[i],
+            )
+        )
+    return results
