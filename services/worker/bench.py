@@ -1,0 +1,289 @@
+"""`mimo-serve bench engine`: the reference engine's tokens/s against HF `generate` on the same weights.
+
+Batch 1 and batch 32, MTP off and on (when the model has an MTP layer), greedy, fixed lengths;
+on CUDA also the HBM roofline (weights bytes / measured copy bandwidth). The last line is the headline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from services.worker.engine.core import CoreConfig, EngineCore
+from services.worker.engine_api import GenerateInput, SamplingConfig
+from services.worker.model.mimo import MiMoConfig, MiMoForCausalLM, load_mimo
+
+# MiMo-7B-RL's shape (reference/mimo.md §1), random weights.
+MIMO_7B = MiMoConfig(
+    vocab_size=151680, hidden_size=4096, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=32768, rope_theta=640000.0, rms_norm_eps=1e-5,
+    attention_bias=True, num_nextn_predict_layers=0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    name: str
+    batch: int
+    tokens_per_s: float  # generated tokens / wall time, prefill included
+    decode_steps_per_s: float  # forward steps per second after the first token (0: not measured)
+    accept_rate: float | None = None
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mimo-serve bench engine", description=__doc__)
+    p.add_argument("--model", default="models/tiny-mimo", help="HF model directory (ignored with --random)")
+    p.add_argument("--random", choices=["7b"], help="random weights of this shape instead of --model")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--batches", default="1,32")
+    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per configuration (median)")
+    p.add_argument("--modes", default="off,on", help="MTP modes to run: off, on")
+    p.add_argument("--eager", action="store_true", help="also time our engine without CUDA graphs")
+    p.add_argument("--no-hf", action="store_true", help="skip HF generate")
+    p.add_argument("--check", action="store_true", help="first compare greedy tokens: graphs, eager, HF")
+    p.add_argument("--json", help="write all results to this file")
+    return p.parse_args(argv)
+
+
+def build_model(args: argparse.Namespace, dtype: torch.dtype) -> MiMoForCausalLM:
+    if args.random is None:
+        return load_mimo(args.model, args.device, dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build in the target dtype: no fp32 copy of 7B weights
+    try:
+        with torch.device("meta"):
+            model = MiMoForCausalLM(MIMO_7B)
+    finally:
+        torch.set_default_dtype(previous)
+    model = model.to_empty(device=args.device)
+    gen = torch.Generator(args.device).manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02, generator=gen)
+    return model.eval()
+
+
+def as_hf(model: MiMoForCausalLM):
+    """transformers' Qwen2ForCausalLM over the same backbone weights (shared tensors, no copy)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    c = model.config
+    hf_cfg = Qwen2Config(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads, head_dim=c.head_dim, max_position_embeddings=c.max_position_embeddings,
+        rope_theta=c.rope_theta, rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings,
+    )  # fmt: skip
+    with torch.device("meta"):  # no allocation: the weights are assigned from ours
+        hf = Qwen2ForCausalLM(hf_cfg)
+    backbone = {k: v for k, v in model.state_dict().items() if ".mtp_layers." not in k}
+    hf.load_state_dict(backbone, strict=True, assign=True)
+    hf.model.rotary_emb = type(hf.model.rotary_emb)(hf_cfg).to(model.lm_head.weight.device)  # its buffers
+    return hf.eval()
+
+
+def prompts_for(batch: int, length: int, vocab: int, rnd: int) -> list[list[int]]:
+    """Fresh random prompts per round, so no round hits the prefix cache of another."""
+    gen = torch.Generator().manual_seed(1000 * batch + rnd)
+    return torch.randint(3, vocab, (batch, length), generator=gen).tolist()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_ours(
+    model: MiMoForCausalLM,
+    prompts_of: Callable[[int], list[list[int]]],
+    new_tokens: int,
+    is_mtp: bool,
+    graphs: bool,
+    rnd: int,
+) -> tuple[float, float, float | None]:
+    """(seconds, seconds after the first step, accept rate) for one greedy batch through EngineCore."""
+    prompts = prompts_of(rnd)
+    blocks = len(prompts) * (-(-(len(prompts[0]) + new_tokens + 2) // 16)) + 8
+    cfg = CoreConfig(num_blocks=blocks, max_running_requests=max(64, len(prompts)), is_mtp_enabled=is_mtp,
+                     use_cuda_graphs=graphs, max_context_length=model.config.max_position_embeddings)  # fmt: skip
+    core = EngineCore(model, cfg)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=new_tokens, ignore_eos=True)
+    for i, p in enumerate(prompts):
+        core.add_request(GenerateInput(f"b{i}", tuple(p), sampling))
+    start = time.perf_counter()
+    core.step()  # prefill
+    first = time.perf_counter()
+    while core.has_work:
+        core.step()
+    end = time.perf_counter()
+    return end - start, end - first, core.load().spec_accept_rate
+
+
+def time_hf(hf, prompts_of: Callable[[int], list[list[int]]], new_tokens: int, rnd: int) -> tuple[float, float, None]:
+    """(seconds, 0: decode not separated, None) for one greedy HF `generate` of the same batch."""
+    ids = torch.tensor(prompts_of(rnd), device=hf.device)
+    sync(str(hf.device))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                    do_sample=False, pad_token_id=0, eos_token_id=None)  # fmt: skip
+    sync(str(hf.device))
+    return time.perf_counter() - start, 0.0, None
+
+
+def copy_bandwidth(device: str, num_bytes: int = 4 << 30) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting read + write (BENCHMARKS.md's definition)."""
+    src = torch.empty(num_bytes // 2, dtype=torch.bfloat16, device=device).normal_()
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(10):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(begin.elapsed_time(end) / 1e3)
+    return 2 * num_bytes / statistics.median(times[2:])
+
+
+def run_config(
+    name: str, fn: Callable[[int], tuple[float, float, float | None]], batch: int, new_tokens: int, rounds: int
+) -> Result:
+    """A warm-up round (captures this shape's CUDA graphs), then the median of `rounds` fresh-prompt rounds."""
+    fn(0)
+    runs = [fn(r + 1) for r in range(rounds)]
+    total = statistics.median(r[0] for r in runs)
+    decode = statistics.median(r[1] for r in runs)
+    accept = runs[-1][2]
+    steps_per_s = (new_tokens - 1) / decode if decode > 0 else 0.0
+    return Result(name, batch, batch * new_tokens / total, steps_per_s, accept)
+
+
+def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int, modes: list[str]) -> list[Result]:
+    """Every configuration at one batch size; a failing one is reported and skipped."""
+    is_cuda = args.device.startswith("cuda")
+    prompts = partial(prompts_for, batch, args.prompt_tokens, model.config.vocab_size)
+    configs = []
+    for mode in modes:
+        for graphs in [True, False] if (is_cuda and args.eager) else [is_cuda]:
+            label = f"ours MTP {mode}" + ("" if graphs or not is_cuda else " eager")
+            configs.append((label, partial(time_ours, model, prompts, args.new_tokens, mode == "on", graphs)))
+    if hf is not None:
+        configs.append(("HF generate", partial(time_hf, hf, prompts, args.new_tokens)))
+    results = []
+    for label, fn in configs:
+        rounds = args.rounds if label.startswith("ours") else max(1, min(args.rounds, 2))
+        try:
+            results.append(run_config(label, fn, batch, args.new_tokens, rounds))
+        except Exception as e:  # report and go on: one broken configuration must not lose the others
+            print(f"batch {batch:3d}  {label}: FAILED {e!r}", flush=True)
+            continue
+        print_result(results[-1])
+    return results
+
+
+def check_greedy(model: MiMoForCausalLM, hf, args: argparse.Namespace) -> None:
+    """Greedy tokens of ours with graphs, ours eager and HF generate on 4 prompts (bf16 may drift late)."""
+    prompts = prompts_for(4, args.prompt_tokens, model.config.vocab_size, 99)
+    runs = {}
+    for name, graphs in (("graphs", True), ("eager", False)):
+        core = EngineCore(model, CoreConfig(num_blocks=64, is_mtp_enabled=False, use_cuda_graphs=graphs))
+        for i, p in enumerate(prompts):
+            core.add_request(
+                GenerateInput(f"c{i}", tuple(p), SamplingConfig(temperature=0.0, max_new_tokens=16, ignore_eos=True))
+            )
+        out: dict[str, list[int]] = {}
+        while core.has_work:
+            for rid, chunk in core.step():
+                out.setdefault(rid, []).extend(chunk.token_ids)
+        runs[name] = [out[f"c{i}"] for i in range(len(prompts))]
+    if hf is not None:
+        ids = torch.tensor(prompts, device=args.device)
+        with torch.inference_mode():
+            gen = hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=16,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
+        runs["hf"] = gen[:, ids.shape[1] :].tolist()
+    for name, outs in runs.items():
+        same = [
+            next((k for k, (a, b) in enumerate(zip(o, g, strict=True)) if a != b), 16)
+            for o, g in zip(outs, runs["graphs"], strict=True)
+        ]
+        print(f"check: {name:6s} agrees with ours (graphs) for the first {same} of 16 greedy tokens", flush=True)
+
+
+def roofline(model: MiMoForCausalLM, results: list[Result], device: str) -> dict[str, float]:
+    bandwidth = copy_bandwidth(device)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    steps = bandwidth / weight_bytes
+    print(f"roofline: {weight_bytes / 1e9:.2f} GB of weights at {bandwidth / 1e12:.2f} TB/s -> {steps:.0f} steps/s")
+    for r in results:
+        if r.batch == 1 and r.decode_steps_per_s:
+            print(
+                f"  {r.name:18s} batch 1 decode {r.decode_steps_per_s:7.1f} steps/s = {r.decode_steps_per_s / steps:.0%} of roofline"
+            )
+    return {"bandwidth_tb_s": bandwidth / 1e12, "weight_gb": weight_bytes / 1e9, "roofline_steps_s": steps}
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    if args.random is None and not (Path(args.model) / "config.json").is_file():
+        print(f"bench engine: no model at {args.model} (train it, or pass --random 7b)", file=sys.stderr)
+        return 2
+    on_cuda = args.device.startswith("cuda")
+    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if on_cuda else torch.float32)
+    print(f"torch {torch.__version__} on {torch.cuda.get_device_name() if on_cuda else 'cpu'}, {dtype}", flush=True)
+    torch.manual_seed(0)
+    model = build_model(args, dtype)
+    hf = None if args.no_hf else as_hf(model)
+    if args.check:
+        check_greedy(model, hf, args)
+    modes = [m for m in args.modes.split(",") if m == "off" or (m == "on" and model.config.num_nextn_predict_layers)]
+    results = [r for b in args.batches.split(",") for r in bench_batch(model, hf, args, int(b), modes)]
+    summary: dict[str, object] = {"results": [asdict(r) for r in results], "device": args.device, "dtype": str(dtype)}
+    if on_cuda:
+        summary.update(roofline(model, results, args.device))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    print(headline(results))
+    return 0
+
+
+def print_result(r: Result) -> None:
+    accept = f"  accept rate {r.accept_rate:.3f}" if r.accept_rate is not None and "MTP on" in r.name else ""
+    steps = f"  decode {r.decode_steps_per_s:8.1f} steps/s" if r.decode_steps_per_s else ""
+    print(f"batch {r.batch:3d}  {r.name:18s} {r.tokens_per_s:10.1f} tok/s{steps}{accept}", flush=True)
+
+
+def headline(results: list[Result]) -> str:
+    ours = [r for r in results if r.batch == 1 and r.name.startswith("ours")]
+    peer = next((r for r in results if r.batch == 1 and r.name == "HF generate"), None)
+    if not ours or peer is None:
+        return "engine batch 1: no HF generate baseline measured"
+    best = max(ours, key=lambda r: r.tokens_per_s)
+    ratio = best.tokens_per_s / peer.tokens_per_s
+    return f"engine batch 1: {best.name} {best.tokens_per_s:.1f} tok/s vs HF generate {peer.tokens_per_s:.1f} tok/s -> ratio {ratio:.2f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
