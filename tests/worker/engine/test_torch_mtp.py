@@ -1,0 +1,135 @@
+"""MTP speculative decoding: greedy output is unchanged, the MTP cache stays current, sampling keeps p."""
+
+from __future__ import annotations
+
+import torch
+
+from services.worker.engine import mtp, sampler
+from services.worker.engine.core import EngineCore
+from services.worker.engine_api import GenerateInput, SamplingConfig
+from tests.worker.engine.torch_fixtures import (
+    SMALL,
+    greedy,
+    make_core,
+    random_model,
+    random_prompts,
+    run_all,
+    tokens_of,
+)
+
+MODEL = random_model()
+
+
+def greedy_requests(prompts: list[list[int]]) -> list[GenerateInput]:
+    return [GenerateInput(f"r{i}", tuple(p), greedy(8 + i % 17)) for i, p in enumerate(prompts)]
+
+
+def outputs(core: EngineCore, requests: list[GenerateInput]) -> dict[str, list[int]]:
+    return {rid: tokens_of(chunks) for (rid, _), chunks in run_all(core, requests).items()}
+
+
+def test_greedy_output_with_mtp_equals_without_for_60_prompts() -> None:
+    prompts = random_prompts(50, SMALL.vocab_size, seed=1)
+    shared = prompts[0][:3] * 4  # some prompts share block-aligned prefixes: prefix-cache hits too
+    prompts += [shared + p for p in random_prompts(10, SMALL.vocab_size, seed=2)]
+    plain = outputs(make_core(MODEL, is_mtp=False), greedy_requests(prompts))
+    core = make_core(MODEL, is_mtp=True)
+    speculative = outputs(core, greedy_requests(prompts))
+    assert speculative == plain
+    assert len(plain) == 60 and all(len(v) == 8 + i % 17 for i, v in enumerate(plain.values()))
+    assert core.num_draft_tokens > 0 and core.blocks.hit_rate > 0
+
+
+def dense_draft(tokens: list[int]) -> int:
+    """The MTP layer's draft for the token after tokens[-1], recomputed from scratch without any cache."""
+    with torch.no_grad():
+        ids, pos = torch.tensor([tokens]), torch.arange(len(tokens))
+        hidden = MODEL(ids, pos)
+        mtp_hidden = MODEL.mtp_forward(hidden[:, :-1], ids[:, 1:], pos[:-1])  # (h_t, x_t+1) predicts x_t+2
+        return int(MODEL.compute_logits(mtp_hidden[0, -1]).argmax())
+
+
+def run_checking_drafts(
+    prompts: list[list[int]], oracle: dict[str, list[int]] | None
+) -> tuple[EngineCore, dict[str, list[int]]]:
+    """Step an MTP engine; after every step each draft must equal the dense MTP's. With an oracle,
+    replace the drafts by the right next tokens (so every verification accepts)."""
+    core = make_core(MODEL, is_mtp=True)
+    out: dict[str, list[int]] = {}
+    for req in greedy_requests(prompts):
+        core.add_request(req)
+    while core.has_work:
+        for rid, chunk in core.step():
+            out.setdefault(rid, []).extend(chunk.token_ids)
+        for seq in core.scheduler.running:
+            assert seq.draft_token == dense_draft(seq.token_ids), "the MTP KV cache fell behind"
+            want = None if oracle is None else oracle[seq.request_id]
+            if want is not None and seq.num_output_tokens < len(want):
+                seq.draft_token = want[seq.num_output_tokens]
+    return core, out
+
+
+def test_mtp_cache_is_brought_up_to_date_after_rejected_and_accepted_drafts() -> None:
+    prompts = random_prompts(6, SMALL.vocab_size, seed=3, min_len=2)
+    plain = outputs(make_core(MODEL, is_mtp=False), greedy_requests(prompts))
+    core, rejected = run_checking_drafts(prompts, oracle=None)
+    assert rejected == plain and core.num_accepted_tokens < core.num_draft_tokens
+    core, accepted = run_checking_drafts(prompts, oracle=plain)
+    assert accepted == plain
+    load = core.load()
+    assert load.spec_accept_rate == 1.0 and load.spec_accept_length == 2.0
+
+
+def test_the_last_chunk_reports_draft_and_accepted_counts() -> None:
+    core = make_core(MODEL, is_mtp=True)
+    chunks = run_all(core, [GenerateInput("a", (1, 2, 3), greedy(12))])[("a", 0)]
+    last = chunks[-1]
+    assert last.finished and last.spec_draft_tokens >= 6 and 0 <= last.spec_accepted_tokens <= last.spec_draft_tokens
+    assert all(c.spec_draft_tokens == 0 for c in chunks[:-1])
+    assert last.spec_draft_tokens + last.spec_accepted_tokens == 12 - 1  # the first token came from prefill
+
+
+def test_rejection_sampling_keeps_the_target_distribution() -> None:
+    torch.manual_seed(0)
+    vocab, rows = 6, 200_000
+    p = torch.softmax(torch.randn(vocab) * 1.5, -1)
+    q = torch.softmax(torch.randn(vocab) * 1.5, -1)
+    logits = torch.stack([p.log(), p.log()])[None].expand(rows, 2, vocab)  # target at both positions
+    sampled = SamplingConfig(temperature=1.0)
+    settings = sampler.SamplingRows(
+        temperature=torch.ones(2 * rows), is_greedy=torch.zeros(2 * rows, dtype=torch.bool),
+        top_k=torch.full((2 * rows,), vocab), top_p=torch.ones(2 * rows), min_p=torch.zeros(2 * rows),
+        generators=(None,) * (2 * rows), is_all_greedy=sampled.is_greedy, has_filters=False,
+    )  # fmt: skip
+    drafts = torch.multinomial(q, rows, replacement=True)
+    tokens, accepted = mtp.verify(logits, drafts, q.expand(rows, vocab), settings)
+    first = torch.bincount(tokens[:, 0], minlength=vocab).float() / rows
+    assert (first - p).abs().max().item() < 0.005  # the emitted token follows p, not q
+    assert abs(accepted.float().mean().item() - torch.minimum(p, q).sum().item()) < 0.005
+
+
+def test_sampled_tokens_with_mtp_follow_the_model_distribution() -> None:
+    prompt, temperature, num = [5, 17, 33, 2], 0.7, 4000
+    with torch.no_grad():  # exact distribution of the second output token, over every first token
+        p1 = torch.softmax(
+            MODEL.compute_logits(MODEL(torch.tensor([prompt]), torch.arange(4)))[0, -1] / temperature, -1
+        )
+        seqs = torch.cat([torch.tensor(prompt).expand(SMALL.vocab_size, 4), torch.arange(SMALL.vocab_size)[:, None]], 1)
+        p2 = torch.softmax(MODEL.compute_logits(MODEL(seqs, torch.arange(5)))[:, -1] / temperature, -1)
+        exact = p1 @ p2
+    s = SamplingConfig(temperature=temperature, max_new_tokens=3, n=50, ignore_eos=True)
+    core = make_core(MODEL, is_mtp=True, num_blocks=4096, max_running_requests=512)
+    runs = run_all(core, [GenerateInput(f"s{i}", tuple(prompt), s) for i in range(num // 50)])
+    second = torch.tensor([tokens_of(c)[1] for c in runs.values()])
+    observed, expected = torch.bincount(second, minlength=SMALL.vocab_size).float(), exact * num  # >= 14 per cell
+    chi2 = ((observed - expected) ** 2 / expected).sum().item()
+    assert chi2 < 170  # 96 degrees of freedom: mean 96, sd 14; emitting drafts unchecked gives ~1000
+    assert core.num_accepted_tokens < core.num_draft_tokens  # rejections happened (and were resampled)
+
+
+def test_a_seed_fixes_the_samples_whatever_runs_beside_them() -> None:
+    s = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=1234)
+    alone = run_all(make_core(MODEL), [GenerateInput("x", (3, 4, 5), s)])
+    crowd = [GenerateInput(f"o{i}", (9, i), SamplingConfig(temperature=1.0, max_new_tokens=10)) for i in range(5)]
+    crowded = run_all(make_core(MODEL), [*crowd, GenerateInput("x", (3, 4, 5), s)])
+    assert tokens_of(alone[("x", 0)]) == tokens_of(crowded[("x", 0)])
