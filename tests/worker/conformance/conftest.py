@@ -21,6 +21,7 @@ from services.worker.server import build_service
 from services.worker.sim.engine import SimEngine
 from services.worker.sim.profile import SimProfile
 from services.worker.sim.synthetic_model import write_synthetic_model
+from tests.worker.engine.torch_fixtures import make_torch_engine
 
 REPO = Path(__file__).resolve().parents[3]
 TINY_MIMO = REPO / "models" / "tiny-mimo"
@@ -34,6 +35,7 @@ async def make_sim_engine(model_dir: Path) -> Engine:
 
 ENGINE_FACTORIES: dict[str, Callable[[Path], Awaitable[Engine]]] = {
     "sim": make_sim_engine,
+    "torch": make_torch_engine,
 }
 
 
