@@ -107,7 +107,7 @@ class RolloutRun:
             ids,
             self.request.sampling,
             self.n,
-            stream=True,
+            stream=False,  # the worker still sends each sample's `complete` as it ends; no per-token messages
             defaults=RL_DEFAULTS,
             group_key=f"{self.request.rollout_id}/{state.index}",
         )
