@@ -20,3 +20,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tokenizer_fixtures import build_fixture_dir
 
     return build_fixture_dir(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The trained tiny MiMo (weights included); tests that run the model need it."""
+    if not (TINY_MIMO / "model.safetensors").exists():
+        pytest.fail(f"{TINY_MIMO} has no model.safetensors: train it with models/tiny-mimo/train.py")
+    return TINY_MIMO

@@ -69,11 +69,9 @@ def vocab_size(model: Path) -> int:
     return Tokenizer.from_file(str(model / "tokenizer.json")).get_vocab_size(with_added_tokens=False)
 
 
-async def _clients(procs: dict[str, str], smg_model: str | None) -> list[Client]:
-    clients: list[Client] = [DirectClient(procs["direct"]), OursClient(procs["ours"])]
-    if "smg" in procs and smg_model:
-        clients.append(SmgClient(procs["smg"], smg_model))
-    return clients
+def _vs(ours: float, smg: float) -> str:
+    """ours/smg, or n/a when SMG's added latency is within noise of zero (the ratio would mean nothing)."""
+    return f"{ours / smg:.2f}" if smg > 1e-5 else "n/a"
 
 
 # ---- 1. added latency ------------------------------------------------------------------------------------------
@@ -93,12 +91,14 @@ async def latency(args: argparse.Namespace, procs: Procs, vocab: int) -> tuple[s
     profile = PROFILES / "tiny-cpu.json"
     (worker,) = await procs.workers(1, profile, args.latency_time_scale)
     tok = await procs.tokenizer()
-    targets = {"direct": worker.target, "ours": (await procs.router([worker], tok, args.latency_policy)).target}
-    smg_model = None
+    clients: list[Client] = [
+        DirectClient(worker.target),
+        DirectClient((await procs.passthrough(worker)).target, "py-passthrough"),
+        OursClient((await procs.router([worker], tok, args.latency_policy)).target),
+    ]
     if not args.skip_smg:
-        targets["smg"] = (await procs.smg([worker], args.latency_policy)).target
-        smg_model = await SmgClient.model_name(targets["smg"])
-    clients = await _clients(targets, smg_model)
+        smg = await procs.smg([worker], args.latency_policy)
+        clients.append(SmgClient(smg.target, await SmgClient.model_name(smg.target)))
     batch = prompts(vocab, 64, 128, seed=1)
     p50: dict[str, list[float]] = {c.name: [] for c in clients}
     p99: dict[str, list[float]] = {c.name: [] for c in clients}
@@ -128,11 +128,7 @@ async def latency(args: argparse.Namespace, procs: Procs, vocab: int) -> tuple[s
     rows = []
     for c in clients:
         a50, a99 = added[c.name]
-        vs = (
-            f"{ratio(a50, added['smg'][0]):.2f} / {ratio(a99, added['smg'][1]):.2f}"
-            if c.name == "ours" and "smg" in added
-            else ""
-        )
+        vs = f"{_vs(a50, added['smg'][0])} / {_vs(a99, added['smg'][1])}" if "smg" in added and c.name != "smg" else ""
         rows.append(
             [c.name, c.transport, f"{median(p50[c.name]) * 1e3:.2f}", f"{median(p99[c.name]) * 1e3:.2f}"]
             + (["-", "-", ""] if c.name == "direct" else [f"{a50 * 1e3:.3f}", f"{a99 * 1e3:.3f}", vs])
@@ -154,8 +150,9 @@ async def latency(args: argparse.Namespace, procs: Procs, vocab: int) -> tuple[s
             ],
             rows,
         )
-        + "\nnote: the SMG path is HTTP/1.1 + SSE from the client (SMG's client API), ours is gRPC; both speak gRPC "
-        "to the worker."
+        + "\nnotes: the SMG path is HTTP/1.1 + SSE from the client (SMG's client API), ours is gRPC; both speak gRPC "
+        "to the worker. py-passthrough is a 10-line Python grpc.aio proxy that only forwards Generate: the floor of "
+        "any router written on Python grpc.aio."
     )
     figures = {"ours_p50": added["ours"][0], "ours_p99": added["ours"][1]}
     if "smg" in added:
@@ -233,6 +230,7 @@ async def throughput(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
             f"{median(rps[name]):.0f}",
             f"{median(util[name]) * 100:.0f}%",
             f"{median(ms_per_req[name]):.3f}",
+            f"{1000 / median(ms_per_req[name]):.0f}",
             errors[name],
         ]
         for name in names
@@ -246,14 +244,18 @@ async def throughput(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
         f"2. Saturated throughput (unary requests, 64-token prompts, 4 new tokens, {args.concurrency} in flight, "
         f"{args.duration_s:g} s per router per round, {args.rounds} alternating rounds, medians; policy "
         f"{args.tput_policy}; {where})\n"
-        + table(["router", "requests/s", "router cpu busy", "router cpu ms/request", "errors"], rows)
+        + table(
+            ["router", "requests/s", "router cpu busy", "router cpu ms/request", "req/s per core (est.)", "errors"],
+            rows,
+        )
     )
     figures = {"ours_rps": median(rps["ours"]), "ours_cpu_ms": median(ms_per_req["ours"])}
     if "smg" in rps:
         figures |= {"smg_rps": median(rps["smg"]), "smg_cpu_ms": median(ms_per_req["smg"])}
         text += (
             f"\nours/smg requests/s: {ratio(figures['ours_rps'], figures['smg_rps']):.2f}; "
-            f"router cpu per request ours/smg: {ratio(figures['ours_cpu_ms'], figures['smg_cpu_ms']):.2f} "
+            f"per-core capacity ours/smg (1000 / cpu ms per request): "
+            f"{ratio(figures['smg_cpu_ms'], figures['ours_cpu_ms']):.2f} "
             "(a router below ~100% busy was held back by the load generator's core, not its own)"
         )
     return text, figures

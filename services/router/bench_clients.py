@@ -165,3 +165,36 @@ class SmgClient:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+class _Passthrough(pb_grpc.SglangSchedulerServicer):
+    """Forwards Generate to one worker and does nothing else: the floor of a Python grpc.aio hop."""
+
+    def __init__(self, target: str) -> None:
+        self._stub = pb_grpc.SglangSchedulerStub(grpc.aio.insecure_channel(target, options=GRPC_OPTIONS))
+
+    async def Generate(self, request, context):
+        async for response in self._stub.Generate(request):
+            yield response
+
+
+def passthrough_main() -> None:
+    """`python -m services.router.bench_clients WORKER LISTEN`: serve the pass-through (with gRPC health)."""
+    import asyncio
+    import sys
+
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    async def serve() -> None:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        pb_grpc.add_SglangSchedulerServicer_to_server(_Passthrough(sys.argv[1]), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        server.add_insecure_port(sys.argv[2])
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    passthrough_main()

@@ -24,16 +24,14 @@ from services.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "services" / "worker" / "sim" / "profiles"
-TINY_MIMO = REPO / "models" / "tiny-mimo"
 SMG = Path(sys.executable).with_name("smg")
 
 
 def model_dir(arg: str | None, tmp: Path) -> Path:
-    """--model, else the tiny MiMo checkpoint when it has a tokenizer, else a synthetic tokenizer-only dir."""
+    """--model, else a synthetic tokenizer-only dir with a 32k context (sim workers need only the vocabulary;
+    the tiny MiMo checkpoint's 2k context is too short for the benches' prompts and outputs)."""
     if arg:
         return Path(arg).resolve()
-    if (TINY_MIMO / "tokenizer.json").exists() and (TINY_MIMO / "config.json").exists():
-        return TINY_MIMO.resolve()
     from services.worker.sim.synthetic_model import write_synthetic_model
 
     return write_synthetic_model(tmp / "model", max_context_length=32768)
@@ -116,15 +114,21 @@ class Procs:
         tokenizer: Proc,
         policy: str,
         cpu: int | None = None,
-        verifier: Proc | None = None,
+        verifier: str | None = None,
         extra: Sequence[str] = (),
     ) -> Proc:
         args = ["router", "--workers", ",".join(f"grpc://{w.target}" for w in workers)]
         args += ["--tokenizer", tokenizer.target, "--policy", policy, "--health-interval-s", "1"]
-        args += ["--verifier", verifier.target if verifier else f"127.0.0.1:{free_port()}", *extra]
+        args += ["--verifier", verifier or f"127.0.0.1:{free_port()}", *extra]
         proc = await self._ready(self._mimo(f"router-{policy}", args, cpu))
         await self._router_sees_workers(proc, len(workers))
         return proc
+
+    async def passthrough(self, worker: Proc) -> Proc:
+        """A minimal Python grpc.aio proxy in front of `worker` (see bench_clients.passthrough_main)."""
+        port = free_port()
+        argv = [sys.executable, "-m", "services.router.bench_clients", worker.target, f"127.0.0.1:{port}"]
+        return await self._ready(self._spawn("py-passthrough", argv, f"127.0.0.1:{port}", None))
 
     async def smg(self, workers: Sequence[Proc], policy: str, cpu: int | None = None) -> Proc:
         port = free_port()

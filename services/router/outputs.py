@@ -9,7 +9,7 @@ from mimo_client.v1 import common_pb2, inference_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from tokenizers import Tokenizer
 
-from services.router.reasoning import ReasoningSplitter
+from services.router.reasoning import CLOSE, ReasoningSplitter
 from services.tokenizer.incremental import IncrementalDetokenizer
 
 FINISH_REASONS = {
@@ -40,11 +40,26 @@ def logprobs_of(out: pb.OutputLogProbs) -> list[common_pb2.TokenLogprob]:
     return result
 
 
+def reasoning_token_count(tokenizer: Tokenizer, ids: Sequence[int]) -> int:
+    """Tokens up to and including the one that completes `</think>` (all of them if the block never closes)."""
+    if CLOSE not in tokenizer.decode(list(ids)):
+        return len(ids)
+    lo, hi = 1, len(ids)  # smallest k with CLOSE in decode(ids[:k])
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if CLOSE in tokenizer.decode(list(ids[:mid])):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 @dataclass(slots=True)
 class Sample:
     """One sample's text state while its tokens stream in."""
 
     index: int
+    tokenizer: Tokenizer
     detok: IncrementalDetokenizer
     splitter: ReasoningSplitter | None
     token_ids: list[int] = field(default_factory=list)
@@ -63,14 +78,10 @@ class Sample:
     def _split(self, text: str, final: bool) -> tuple[str, str]:
         if self.splitter is None:
             return "", text
-        was_reasoning = self.splitter.state == "reasoning"
         reasoning, answer = self.splitter.feed(text)
         if final:
             r2, a2 = self.splitter.finish()
             reasoning, answer = reasoning + r2, answer + a2
-        if was_reasoning or self.splitter.state == "reasoning":
-            # tokens up to the one that closed </think> are reasoning tokens
-            self.reasoning_tokens = len(self.token_ids)
         return reasoning, answer
 
     def add_tokens(self, ids: Sequence[int], logprobs: Sequence[common_pb2.TokenLogprob]) -> inference_pb2.StreamDelta:
@@ -94,6 +105,8 @@ class Sample:
         text = self.detok.push(missing).text if missing else ""
         text += self.detok.finish().text
         reasoning, answer = self._split(text, final=True)
+        if self.splitter is not None and (self.reasoning or reasoning):
+            self.reasoning_tokens = reasoning_token_count(self.tokenizer, self.token_ids)
         self.cached_tokens = done.cached_tokens
         if self.detok.stop is not None or done.WhichOneof("matched_stop") == "matched_stop_str":
             self.finish = common_pb2.FINISH_REASON_STOP
@@ -135,6 +148,7 @@ def new_samples(
     return [
         Sample(
             i,
+            tokenizer,
             IncrementalDetokenizer(tokenizer, stop=stop, include_stop=include_stop),
             ReasoningSplitter() if split_reasoning else None,
         )
