@@ -90,7 +90,7 @@ async def test_fifo_early_termination_aborts_the_rest(stack, stub):
         early_termination=rollout_pb2.EARLY_TERMINATION_POLICY_FIFO,
         target_prompts=3,
         max_samples_in_flight=16,
-        sampling=common_pb2.SamplingParams(max_new_tokens=2000),
+        sampling=common_pb2.SamplingParams(max_new_tokens=1500),
     )
     # sim output lengths are long-tailed (the profile's lognormal): the first three groups done end the rollout
     events = await collect(stub, request)
@@ -109,7 +109,7 @@ async def test_cancelling_the_stream_aborts_every_worker_request(stack, stub):
     request = rollout_pb2.RolloutRequest(
         prompts=prompts(8),
         samples_per_prompt=4,
-        sampling=common_pb2.SamplingParams(max_new_tokens=4000, ignore_eos=True),
+        sampling=common_pb2.SamplingParams(max_new_tokens=1500, ignore_eos=True),
     )
     call = stub.Rollout(request, timeout=60)
     await asyncio.sleep(0.5)

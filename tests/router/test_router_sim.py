@@ -96,7 +96,7 @@ async def test_bad_chat_role_names_the_message(stub):
 
 async def test_deadline_is_honoured(stub):
     request = inference_pb2.GenerateRequest(
-        text="long", sampling=common_pb2.SamplingParams(max_new_tokens=4000, ignore_eos=True)
+        text="long", sampling=common_pb2.SamplingParams(max_new_tokens=1500, ignore_eos=True)
     )
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await stub.Generate(request, timeout=0.3)
@@ -105,7 +105,7 @@ async def test_deadline_is_honoured(stub):
 
 async def test_client_cancel_aborts_on_the_worker(stack, stub):
     request = inference_pb2.GenerateRequest(
-        text="cancel me", n=4, sampling=common_pb2.SamplingParams(max_new_tokens=4000, ignore_eos=True)
+        text="cancel me", n=4, sampling=common_pb2.SamplingParams(max_new_tokens=1500, ignore_eos=True)
     )
     call = stub.GenerateStream(request, timeout=60)
     async for _ in call:
