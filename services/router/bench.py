@@ -146,7 +146,7 @@ async def latency(args: argparse.Namespace, procs: Procs, vocab: int) -> tuple[s
                 "TTFT p99 ms",
                 "added p50 ms",
                 "added p99 ms",
-                "ours/smg p50 / p99",
+                "vs smg p50 / p99",
             ],
             rows,
         )

@@ -29,12 +29,14 @@ from services.router.bench_common import PROFILES, Proc, Procs, median, ratio, s
 
 def add_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("3. cache-aware routing (GRPO-shaped)")
-    g.add_argument("--grpo-workers", type=int, default=4, help="sim workers (bench-grpo profile)")
-    g.add_argument("--grpo-groups", type=int, default=48, help="prompt groups per rollout batch")
+    g.add_argument("--grpo-workers", type=int, default=8, help="sim workers (bench-grpo profile)")
+    g.add_argument("--grpo-groups", type=int, default=64, help="prompt groups per rollout batch")
     g.add_argument("--grpo-samples", type=int, default=16, help="samples per prompt (separate requests)")
-    g.add_argument("--grpo-prompt-tokens", type=int, default=2048, help="shared prompt length per group")
+    g.add_argument("--grpo-prompt-tokens", type=int, default=4096, help="shared prompt length per group")
     g.add_argument("--grpo-output-median", type=int, default=256, help="lognormal median of output tokens")
-    g.add_argument("--grpo-output-sigma", type=float, default=0.6)
+    g.add_argument(
+        "--grpo-output-sigma", type=float, default=0.0, help="0: every sample the median (SGLang's shared-prefix bench)"
+    )
     g.add_argument("--grpo-output-max", type=int, default=1024)
     g.add_argument("--grpo-time-scale", type=float, default=1.0, help="sim worker time scale (1 = modelled H200)")
     g.add_argument("--grpo-rounds", type=int, default=2, help="alternating rounds (each runs every router once)")
@@ -106,6 +108,15 @@ async def flush(workers: Sequence[Proc]) -> None:
     await asyncio.gather(*(one(w) for w in workers))
 
 
+def _outputs(args: argparse.Namespace) -> str:
+    if args.grpo_output_sigma <= 0:
+        return f"{args.grpo_output_median} output tokens each"
+    return (
+        f"outputs lognormal median {args.grpo_output_median} sigma {args.grpo_output_sigma:g} "
+        f"max {args.grpo_output_max}"
+    )
+
+
 async def cache_part(args: argparse.Namespace, procs: Procs, vocab: int) -> tuple[str, dict[str, float]]:
     from pathlib import Path
 
@@ -151,8 +162,7 @@ async def cache_part(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
     ]
     text = (
         f"3. Cache-aware vs round-robin, GRPO-shaped ({args.grpo_groups} groups x {args.grpo_samples} samples sent as "
-        f"separate requests, {args.grpo_prompt_tokens}-token prompt per group, outputs lognormal median "
-        f"{args.grpo_output_median} sigma {args.grpo_output_sigma:g} max {args.grpo_output_max}, whole batch at once; "
+        f"separate requests, {args.grpo_prompt_tokens}-token prompt per group, {_outputs(args)}, whole batch at once; "
         f"{args.grpo_workers} sim workers, profile {Path(args.grpo_profile).name} at time scale {args.grpo_time_scale:g}; "
         f"caches flushed before each run; {args.grpo_rounds} alternating rounds, medians)\n"
         + table(
