@@ -11,6 +11,8 @@ from typing import Any
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
+NS = 'namespace=~"$namespace"'
+POOL = 'namespace=~"$namespace", pool=~"$pool"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,12 @@ class Panel:
     height: int = 8
     max_value: float | None = None
     stacked: bool = False
+
+
+def rate(metric: str, selector: str, by: str = "") -> str:
+    """`sum [by (...)] (rate(metric{selector}[$__rate_interval]))`."""
+    inner = f"rate({metric}{{{selector}}}[{RATE}])"
+    return f"sum by ({by}) ({inner})" if by else f"sum({inner})"
 
 
 def stat(title: str, description: str, expr: str, unit: str = "short") -> Panel:
