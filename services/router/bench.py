@@ -197,6 +197,8 @@ async def throughput(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
     if not args.skip_smg:
         routers["smg"] = await procs.smg(workers, args.tput_policy, cpu=router_cpu)
         clients["smg"] = SmgClient(routers["smg"].target, await SmgClient.model_name(routers["smg"].target))
+    routers["py-passthrough"] = await procs.passthrough(workers[0], cpu=router_cpu)
+    clients["py-passthrough"] = DirectClient(routers["py-passthrough"].target, "py-passthrough")
     batch = prompts(vocab, 256, 64, seed=2)
     rps: dict[str, list[float]] = {k: [] for k in clients}
     util: dict[str, list[float]] = {k: [] for k in clients}
@@ -248,6 +250,7 @@ async def throughput(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
             ["router", "requests/s", "router cpu busy", "router cpu ms/request", "req/s per core (est.)", "errors"],
             rows,
         )
+        + "\npy-passthrough: the 10-line Python grpc.aio proxy (one worker behind it), for the floor of Python gRPC."
     )
     figures = {"ours_rps": median(rps["ours"]), "ours_cpu_ms": median(ms_per_req["ours"])}
     if "smg" in rps:

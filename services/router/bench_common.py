@@ -124,11 +124,11 @@ class Procs:
         await self._router_sees_workers(proc, len(workers))
         return proc
 
-    async def passthrough(self, worker: Proc) -> Proc:
+    async def passthrough(self, worker: Proc, cpu: int | None = None) -> Proc:
         """A minimal Python grpc.aio proxy in front of `worker` (see bench_clients.passthrough_main)."""
         port = free_port()
         argv = [sys.executable, "-m", "services.router.bench_clients", worker.target, f"127.0.0.1:{port}"]
-        return await self._ready(self._spawn("py-passthrough", argv, f"127.0.0.1:{port}", None))
+        return await self._ready(self._spawn("py-passthrough", argv, f"127.0.0.1:{port}", cpu))
 
     async def smg(self, workers: Sequence[Proc], policy: str, cpu: int | None = None) -> Proc:
         port = free_port()

@@ -40,6 +40,22 @@ class StaticDiscovery:
         return None
 
 
+def matches_selector(labels: dict[str, str], selector: str) -> bool:
+    """Equality-based label selector (`k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated), checked on our side too."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = (x.strip() for x in term.split("!=", 1))
+            ok = labels.get(key) != value
+        elif "=" in term:
+            key, value = (x.strip() for x in term.replace("==", "=").split("=", 1))
+            ok = labels.get(key) == value
+        else:
+            ok = (term[1:] not in labels) if term.startswith("!") else (term in labels)
+        if not ok:
+            return False
+    return True
+
+
 def pod_worker_url(pod: dict[str, Any], default_port: int) -> str | None:
     """host:port of a pod that should get traffic: running, Ready, not terminating; else None."""
     status, meta = pod.get("status", {}), pod.get("metadata", {})
@@ -76,6 +92,11 @@ class KubernetesDiscovery:
             ssl_ctx = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
         return aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=ssl_ctx))
 
+    def _url(self, pod: dict[str, Any]) -> str | None:
+        if not matches_selector(pod.get("metadata", {}).get("labels") or {}, self.selector):
+            return None
+        return pod_worker_url(pod, self.port)
+
     @property
     def _pods_path(self) -> str:
         return f"{self._api_url}/api/v1/namespaces/{self.namespace}/pods"
@@ -95,7 +116,7 @@ class KubernetesDiscovery:
         async with self._session.get(self._pods_path, params={"labelSelector": self.selector}) as r:
             r.raise_for_status()
             body = await r.json()
-        seen = {p["metadata"]["name"]: pod_worker_url(p, self.port) for p in body.get("items", [])}
+        seen = {p["metadata"]["name"]: self._url(p) for p in body.get("items", [])}
         for name in [n for n in self._pods if n not in seen]:
             await self._apply(name, None)
         for name, url in seen.items():
@@ -105,7 +126,7 @@ class KubernetesDiscovery:
     async def _watch(self, resource_version: str) -> None:
         assert self._session is not None
         params = {"labelSelector": self.selector, "watch": "true", "timeoutSeconds": str(int(self.resync_s))}
-        if resource_version:
+        if resource_version and resource_version.isdigit():
             params["resourceVersion"] = resource_version
         timeout = aiohttp.ClientTimeout(total=self.resync_s + 10)
         async with self._session.get(self._pods_path, params=params, timeout=timeout) as r:
@@ -118,13 +139,16 @@ class KubernetesDiscovery:
                 name = pod.get("metadata", {}).get("name")
                 if event.get("type") == "ERROR" or not name:
                     return
-                url = None if event.get("type") == "DELETED" else pod_worker_url(pod, self.port)
+                url = None if event.get("type") == "DELETED" else self._url(pod)
                 await self._apply(name, url)
 
     async def _run(self) -> None:
+        """Watch, and relist every `resync_s` whatever the server does, so a lost DELETED event heals."""
         while True:
             try:
-                await self._watch(await self.relist())
+                resource_version = await self.relist()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._watch(resource_version), self.resync_s)
             except (TimeoutError, aiohttp.ClientError, ValueError) as e:
                 log.warning("kubernetes discovery error; relisting", extra={"error": str(e)[:200]})
                 await asyncio.sleep(1.0)

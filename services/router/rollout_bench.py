@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=0.75, help="share of prompts the rollout needs (FIFO target)")
     p.add_argument("--max-new-tokens", type=int, default=4096, help="cap on the profile's lognormal lengths")
     p.add_argument("--profile", default=str(PROFILES / "bench-rollout.json"))
-    p.add_argument("--time-scale", type=float, default=0.1, help="sim time scale (also scales the verify hold)")
+    p.add_argument("--time-scale", type=float, default=0.25, help="sim time scale (also scales the verify hold)")
     p.add_argument("--verifier", choices=["auto", "service", "modelled"], default="auto")
     p.add_argument("--verify-s", type=float, default=1.0, help="modelled seconds each task holds a sandbox slot")
     p.add_argument("--verify-slots", type=int, default=64, help="sandbox slots (tasks verified at once)")

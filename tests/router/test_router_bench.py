@@ -1,0 +1,74 @@
+"""Smoke tests of `mimo-serve bench router` and `mimo-serve bench rollout`: tiny settings, real processes.
+
+They check what a person running the benches relies on: every table is printed, no request failed, and the
+last line is the headline in its documented shape. They time nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HAS_SMG = Path(sys.executable).with_name("smg").exists()
+
+
+def bench(*argv: str, timeout_s: float = 240) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "bench", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout.strip().splitlines()
+
+
+def rows(lines: list[str], header: str) -> list[list[str]]:
+    """The rows of the table whose header line starts with `header`, split on runs of 2+ spaces."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    out = []
+    for line in lines[start + 2 :]:
+        is_summary = ":" in re.split(r"\s{2,}", line.strip())[0]  # a note or ratio line under the table
+        if not line.strip() or not line[0].isalnum() or is_summary:
+            break
+        out.append(re.split(r"\s{2,}", line.strip()))
+    return out
+
+
+def test_rollout_bench_prints_every_mode_and_the_speedup_headline():
+    lines = bench("rollout", "--quick", "--verifier", "modelled")
+    table = rows(lines, "mode ")
+    assert [r[0] for r in table] == ["synchronous", "seamless+fifo", "seamless"]
+    groups = {r[0]: r[2] for r in table}
+    assert groups["seamless"] == "8/8"  # no early termination: every prompt finishes
+    assert int(groups["seamless+fifo"].split("/")[0]) >= 6  # FIFO target is 75% of 8 prompts
+    assert re.fullmatch(r"rollout wall-clock: seamless [\d.]+ s vs synchronous [\d.]+ s -> speedup [\d.]+", lines[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_SMG, reason="smg is not installed")
+def test_router_bench_prints_three_tables_without_errors_and_the_overhead_headline():
+    lines = bench("router", "--quick")
+    latency = rows(lines, "path ")
+    assert [r[0] for r in latency] == ["direct", "py-passthrough", "ours", "smg"]
+    throughput = rows(lines, "router ")
+    assert [r[0] for r in throughput] == ["ours", "smg", "py-passthrough"] and all(r[-1] == "0" for r in throughput)
+    assert all(float(r[1]) > 0 for r in throughput)
+    cache = rows(lines, "router policy")
+    assert [r[0] for r in cache] == ["ours cache_aware", "ours round_robin", "smg cache_aware", "smg round_robin"]
+    assert all(r[-1] == "0" for r in cache)
+    assert re.fullmatch(r"router overhead p50: ours [\d.]+ ms vs smg -?[\d.]+ ms -> ratio -?[\d.]+|.*n/a.*", lines[-1])
+
+
+def test_router_bench_without_smg_still_has_a_headline():
+    lines = bench("router", "--quick", "--skip-smg", "--parts", "latency")
+    assert [r[0] for r in rows(lines, "path ")] == ["direct", "py-passthrough", "ours"]
+    assert re.fullmatch(r"router overhead p50: ours -?[\d.]+ ms over direct \(smg skipped\)", lines[-1])
