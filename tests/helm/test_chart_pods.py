@@ -49,7 +49,8 @@ def test_the_operator_makes_the_pod_the_chart_renders_without_it(values: dict[st
 def test_production_workers_get_the_gpu_flags_and_the_operators_arguments() -> None:
     container = operator_deployment(PRODUCTION)["spec"]["template"]["spec"]["containers"][0]
     pool = parse_pool(deep_merge(one(render(PRODUCTION), "MiMoPool"), {"metadata": {"uid": "u"}}))
-    assert container["args"] == [*resources.worker_args(pool), "--mem-fraction", "0.85", "--context-length", "32768"]
+    extra = ["--sglang-python", "/usr/bin/python3", "--mem-fraction", "0.85", "--context-length", "32768"]
+    assert container["args"] == [*resources.worker_args(pool), *extra]
     assert container["image"] == "ghcr.io/mimo-serve/mimo-serve-sglang:0.1.0"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 

@@ -10,7 +10,17 @@ the same pod itself; tests/helm checks that both give the same pod.
 {{- define "mimo.workerGrpcPort" -}}31000{{- end -}}
 {{- define "mimo.workerMetricsPort" -}}9100{{- end -}}
 
-{{/* The operator's worker arguments (resources.worker_args) followed by workers.extraArgs. */}}
+{{/* Flags the chart adds after the operator's: the SGLang interpreter, then workers.extraArgs. */}}
+{{- define "mimo.workerExtraArgs" -}}
+{{- $w := .Values.workers -}}
+{{- $extra := list -}}
+{{- if and (eq $w.engine "sglang") $w.sglangPython -}}
+{{- $extra = list "--sglang-python" $w.sglangPython -}}
+{{- end -}}
+{{- toJson (concat $extra $w.extraArgs) -}}
+{{- end -}}
+
+{{/* The operator's worker arguments (resources.worker_args) followed by the chart's extra flags. */}}
 {{- define "mimo.workerArgs" -}}
 {{- $w := .Values.workers -}}
 - worker
@@ -29,7 +39,7 @@ the same pod itself; tests/helm checks that both give the same pod.
 - --device
 - cuda
 {{- end }}
-{{- range $w.extraArgs }}
+{{- range include "mimo.workerExtraArgs" . | fromJsonArray }}
 - {{ . | quote }}
 {{- end }}
 {{- end -}}
