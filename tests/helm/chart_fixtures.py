@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import helm_python
 import jsonschema
 import kubernetes_validate.utils as kv
 import yaml
+from referencing import Registry, Resource
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "mimo-serve"
@@ -56,8 +59,13 @@ def scenario_values(scenario: str) -> dict[str, Any]:
 
 
 def render(values: Mapping[str, Any] | None = None, namespace: str = NAMESPACE) -> list[Manifest]:
-    """Every manifest of the chart's templates (NOTES.txt aside), in template order."""
-    rendered = chart().render(values=dict(values or {}), name=RELEASE, namespace=namespace)
+    """Every manifest of the chart's templates (NOTES.txt aside), in template order (a fresh copy)."""
+    return copy.deepcopy(_render(json.dumps(values or {}, sort_keys=True), namespace))
+
+
+@functools.cache
+def _render(values_json: str, namespace: str) -> list[Manifest]:
+    rendered = chart().render(values=json.loads(values_json), name=RELEASE, namespace=namespace)
     found = []
     for source, text in sorted(rendered.items()):
         if source.endswith("NOTES.txt"):
@@ -218,10 +226,28 @@ def validation_errors(manifests: list[Manifest]) -> Iterator[str]:
                 yield f"{manifest!r}: {'.'.join(map(str, error.absolute_path))}: {error.message}"
             continue
         for version in KUBE_VERSIONS:
-            try:
-                kv.validate(body, version, strict=True)
-            except kv.ValidationError as error:
+            validator = kube_validator(version, manifest.kind, str(body["apiVersion"]))
+            if validator is None:
+                yield f"{manifest!r}: Kubernetes {version} has no schema for {body['apiVersion']} {manifest.kind}"
+                continue
+            for error in validator.iter_errors(body):
                 path = ".".join(map(str, error.absolute_path))
                 yield f"{manifest!r} (Kubernetes {version}): {path}: {error.message}"
-            except kv.SchemaNotFoundError as error:
-                yield f"{manifest!r}: {error}"
+
+
+@functools.cache
+def kube_validator(version: str, kind: str, api_version: str) -> jsonschema.protocols.Validator | None:
+    """kubernetes-validate's --strict check (its schemas, its validator), built once per kind and version.
+
+    kubernetes_validate.validate() re-reads the large definitions file on every call; this is the same
+    check with the schemas loaded once.
+    """
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    directory = f"kubernetes-json-schema/v{version}-local-strict"
+    try:
+        schema = kv.schema_contents(f"{directory}/{kind.lower()}-{group_version}.json", version)
+    except FileNotFoundError:
+        return None
+    definitions = kv.schema_contents(f"{directory}/_definitions.json", version)
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
