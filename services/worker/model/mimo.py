@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 
@@ -69,20 +68,35 @@ class MiMoConfig:
 
 @dataclass(slots=True)
 class KVCache:
-    """Keys and values of one attention layer for the tokens seen so far (grows by concatenation)."""
+    """Keys and values of one attention layer for the tokens seen so far.
 
-    k: Tensor | None = None  # [B, H_kv, S, D]
-    v: Tensor | None = None  # [B, H_kv, S, D]
+    The buffers grow by doubling, so appending one token at a time copies O(1) per token amortised.
+    """
 
-    @property
-    def num_tokens(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+    k_buffer: Tensor | None = None  # [B, H_kv, capacity, D]
+    v_buffer: Tensor | None = None  # [B, H_kv, capacity, D]
+    num_tokens: int = 0
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the new tokens' k, v: [B, H_kv, T, D]; return all of them: [B, H_kv, S, D]."""
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+        """Add the new tokens' k, v: [B, H_kv, T, D]; return all of them: [B, H_kv, S, D] (views)."""
+        end = self.num_tokens + k.shape[2]
+        if self.k_buffer is None or end > self.k_buffer.shape[2]:
+            capacity = max(end, 64, 0 if self.k_buffer is None else 2 * self.k_buffer.shape[2])
+            self.k_buffer, self.v_buffer = (
+                self._grown(self.k_buffer, k, capacity),
+                self._grown(self.v_buffer, v, capacity),
+            )
+        assert self.v_buffer is not None
+        self.k_buffer[:, :, self.num_tokens : end] = k
+        self.v_buffer[:, :, self.num_tokens : end] = v
+        self.num_tokens = end
+        return self.k_buffer[:, :, :end], self.v_buffer[:, :, :end]
+
+    def _grown(self, old: Tensor | None, new: Tensor, capacity: int) -> Tensor:
+        buffer = new.new_empty(new.shape[0], new.shape[1], capacity, new.shape[3])
+        if old is not None:
+            buffer[:, :, : self.num_tokens] = old[:, :, : self.num_tokens]
+        return buffer
 
 
 class RMSNorm(nn.Module):
@@ -113,17 +127,24 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """q: [B, Hq, T, D] are the LAST T of the S positions in k, v: [B, Hkv, S, D] -> [B, Hq, T, D]."""
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
+    """q: [B, Hq, T, D] are the LAST T of the S positions in k, v: [B, Hkv, S, D] -> [B, Hq, T, D].
+
+    key_mask: [B, S], False for padding keys (e.g. left padding of a batch of prompts).
+    """
     num_new, num_all = q.shape[2], k.shape[2]
-    rep = q.shape[1] // k.shape[1]  # GQA: each kv head serves `rep` consecutive query heads
-    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    if num_new == 1:
-        return F.scaled_dot_product_attention(q, k, v)
-    if num_new == num_all:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # GQA: kv head j serves query heads [j*rep, (j+1)*rep), as Qwen2's repeat_kv; enable_gqa skips the copy.
+    if key_mask is None and num_new == 1:
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    if key_mask is None and num_new == num_all:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     allowed = torch.ones(num_new, num_all, dtype=torch.bool, device=q.device).tril(num_all - num_new)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, :]  # [B, T, S]
+        # A padding query sees no real key; letting it see itself keeps its (unused) row finite.
+        allowed[:, :, num_all - num_new :] |= torch.eye(num_new, dtype=torch.bool, device=q.device)
+        allowed = allowed[:, None]  # [B, 1, T, S]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
 
 
 class Attention(nn.Module):
@@ -136,7 +157,9 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, kv_dim, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(q_dim, cfg.hidden_size, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None) -> Tensor:
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, key_mask: Tensor | None = None
+    ) -> Tensor:
         # x: [B, T, H]
         bsz, num_new, _ = x.shape
         d = self.cfg.head_dim
@@ -146,7 +169,7 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.append(k, v)
-        out = causal_attention(q, k, v)  # [B, Hq, T, D]
+        out = causal_attention(q, k, v, key_mask)  # [B, Hq, T, D]
         return self.o_proj(out.transpose(1, 2).reshape(bsz, num_new, -1))
 
 
@@ -171,8 +194,10 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, key_mask: Tensor | None = None
+    ) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, key_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -187,11 +212,17 @@ class MTPLayer(DecoderLayer):
         self.final_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward_mtp(
-        self, hidden: Tensor, next_embeds: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None
+        self,
+        hidden: Tensor,
+        next_embeds: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: KVCache | None,
+        key_mask: Tensor | None = None,
     ) -> Tensor:
         # hidden, next_embeds: [B, T, H]; the hidden state goes FIRST in the concatenation.
         z = self.input_proj(torch.cat([self.hidden_layernorm(hidden), self.token_layernorm(next_embeds)], dim=-1))
-        return self.final_layernorm(super().forward(z, cos, sin, cache))
+        return self.final_layernorm(super().forward(z, cos, sin, cache, key_mask))
 
 
 class MiMoModel(nn.Module):
@@ -223,15 +254,22 @@ class MiMoForCausalLM(nn.Module):
             positions = positions[None]
         return rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, dtype)
 
-    def forward(self, input_ids: Tensor, positions: Tensor, kv_caches: list[KVCache] | None = None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        positions: Tensor,
+        kv_caches: list[KVCache] | None = None,
+        key_mask: Tensor | None = None,
+    ) -> Tensor:
         """input_ids: [B, T], positions: [B, T] or [T] -> final-normed hidden states [B, T, H].
 
         With kv_caches the T tokens follow the ones already cached (each cache grows by T).
+        key_mask: [B, cached + T], False on padding tokens; None when nothing is padded.
         """
         x = self.model.embed_tokens(input_ids)  # [B, T, H]
         cos, sin = self._rotary(positions, x.dtype)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, None if kv_caches is None else kv_caches[i])
+            x = layer(x, cos, sin, None if kv_caches is None else kv_caches[i], key_mask)
         return self.model.norm(x)
 
     def compute_logits(self, hidden: Tensor) -> Tensor:
@@ -244,52 +282,17 @@ class MiMoForCausalLM(nn.Module):
         next_token_ids: Tensor,
         positions: Tensor,
         kv_cache: KVCache | None = None,
+        key_mask: Tensor | None = None,
         layer_idx: int = 0,
     ) -> Tensor:
         """Draft hidden states for token t+2 from main hidden h_t and token x_{t+1}.
 
         hidden: [B, T, H] from `forward` at positions t; next_token_ids: [B, T] are x_{t+1};
-        positions: [B, T] or [T] are t. Returns [B, T, H]; feed it to `compute_logits`.
+        positions: [B, T] or [T] are t; key_mask as in `forward`. Returns [B, T, H] for `compute_logits`.
         Like SGLang and vLLM, the token embedding is zeroed at position 0.
         """
         embeds = self.model.embed_tokens(next_token_ids)  # [B, T, H]
         pos = positions if positions.dim() == 2 else positions[None].expand(embeds.shape[:2])
         embeds = embeds.masked_fill((pos == 0)[..., None], 0.0)
         cos, sin = self._rotary(positions, hidden.dtype)
-        return self.model.mtp_layers[layer_idx].forward_mtp(hidden, embeds, cos, sin, kv_cache)
-
-
-def read_safetensors_dir(model_dir: Path, device: str | torch.device) -> dict[str, Tensor]:
-    """All tensors of `model.safetensors`, or of the shards named in `model.safetensors.index.json`."""
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
-    tensors: dict[str, Tensor] = {}
-    for name in files:
-        tensors.update(load_file(model_dir / name, device=str(device)))
-    return tensors
-
-
-def load_mimo(
-    model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16
-) -> MiMoForCausalLM:
-    """Build a MiMo from a HF directory (config.json + safetensors, single or sharded), in eval mode."""
-    model_dir = Path(model_dir)
-    cfg = MiMoConfig.from_json(model_dir / "config.json")
-    tensors = read_safetensors_dir(model_dir, device)
-    if cfg.num_nextn_predict_layers == 0:  # a plain Qwen2-style load: ignore any MTP weights
-        tensors = {k: v for k, v in tensors.items() if ".mtp_layers." not in k}
-    if cfg.tie_word_embeddings:
-        tensors.pop("lm_head.weight", None)
-    with torch.device("meta"):  # no allocation until the real tensors are assigned
-        model = MiMoForCausalLM(cfg)
-    expected = set(model.state_dict()) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
-    missing, unexpected = expected - set(tensors), set(tensors) - expected
-    if missing or unexpected:
-        raise ValueError(f"{model_dir}: missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}")
-    model.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=False, assign=True)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    return model.eval()
+        return self.model.mtp_layers[layer_idx].forward_mtp(hidden, embeds, cos, sin, kv_cache, key_mask)
