@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -239,21 +240,18 @@ class StackPlan:
         ]
 
 
-def random_ports_plan(model: Path, **kw: object) -> StackPlan:
-    """A plan on free ports (tests, benches)."""
-    base = free_port()
-    workers = [free_port() for _ in range(int(kw.get("num_workers", 2)))]  # type: ignore[call-overload]
-    # workers must be consecutive from worker_base_port; find a free run
-    start = max(workers) + 1 if workers else base
+def random_ports_plan(model: Path, **options: Any) -> StackPlan:
+    """A plan on free ports (tests, benches); `options` are other StackPlan fields."""
+    num_workers = int(options.get("num_workers", 2))
     return StackPlan(
         model=model,
         router_port=free_port(),
         tokenizer_port=free_port(),
         verifier_port=free_port(),
-        worker_base_port=_free_run(start, len(workers)),
-        metrics_base_port=_free_run(base + 200, 110),
-        **kw,
-    )  # type: ignore[arg-type]
+        worker_base_port=_free_run(free_port() + 1, num_workers),  # workers take consecutive ports
+        metrics_base_port=_free_run(free_port() + 200, 110 + num_workers),
+        **options,
+    )
 
 
 def _free_run(start: int, length: int) -> int:

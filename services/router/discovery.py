@@ -90,7 +90,7 @@ class KubernetesDiscovery:
         if self._api_url.startswith("https") and token.exists():
             headers["Authorization"] = f"Bearer {token.read_text().strip()}"
             ssl_ctx = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
-        return aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=ssl_ctx))
+        return aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=ssl_ctx or True))
 
     def _url(self, pod: dict[str, Any]) -> str | None:
         if not matches_selector(pod.get("metadata", {}).get("labels") or {}, self.selector):

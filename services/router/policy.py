@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -152,7 +152,12 @@ class CacheAware(_Base):
             del self._groups[key]
 
 
-POLICIES = {"round_robin": RoundRobin, "least_load": LeastLoad, "power_of_two": PowerOfTwo, "cache_aware": CacheAware}
+POLICIES: dict[str, Callable[[], Policy]] = {
+    "round_robin": RoundRobin,
+    "least_load": LeastLoad,
+    "power_of_two": PowerOfTwo,
+    "cache_aware": CacheAware,
+}
 
 
 def make_policy(name: str) -> Policy:
