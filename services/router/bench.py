@@ -188,7 +188,7 @@ async def throughput(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
     pinned = len(cores) > 1
     router_cpu, rest_cpu = (cores[1], cores[0]) if pinned else (None, None)
     saved = os.sched_getaffinity(0)
-    if pinned:
+    if rest_cpu is not None:
         os.sched_setaffinity(0, {rest_cpu})
     workers = await procs.workers(args.workers, PROFILES / "tiny-cpu.json", 0.0, cpu=rest_cpu)
     tok = await procs.tokenizer(cpu=rest_cpu)

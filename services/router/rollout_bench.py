@@ -261,7 +261,11 @@ def report(args: argparse.Namespace, runs: dict[str, list[Run]], verdicts: str) 
     sync = median([r.wall_s for r in runs["synchronous"]])
     fifo = median([r.wall_s for r in runs["seamless+fifo"]])
     full = median([r.wall_s for r in runs["seamless"]])
-    print(f"seamless without early termination vs synchronous: {ratio(sync, full):.2f}x")
+    groups = {m: median([r.finished.num_prompts_finished / r.wall_s for r in rs]) for m, rs in runs.items()}
+    print(
+        f"seamless without early termination ({args.prompts} groups) vs synchronous ({target}+ groups): "
+        f"wall-clock {ratio(sync, full):.2f}x, groups/s {ratio(groups['seamless'], groups['synchronous']):.2f}x"
+    )
     print(f"rollout wall-clock: seamless {fifo:.2f} s vs synchronous {sync:.2f} s -> speedup {ratio(sync, fifo):.2f}")
     return 0
 
