@@ -1,0 +1,17 @@
+"""Fixtures for the verifier tests."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from services.verifier.sandbox import SandboxConfig
+from verifier.helpers import RecordingSandbox
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> RecordingSandbox:
+    if shutil.which("bwrap") is None:
+        pytest.fail("bubblewrap is required for the code verifier: apt-get install bubblewrap")
+    return RecordingSandbox(SandboxConfig())
