@@ -97,6 +97,11 @@ def judge(outcome: RunOutcome, test: CodeTest, limits: Limits, float_tolerance: 
         return TestStatus.RUNTIME_ERROR, _short(f"the sandbox runner stopped during this test: {outcome.error}")
     if outcome.error:
         return TestStatus.SANDBOX_ERROR, _short(outcome.error)
+    if outcome.oom_killed:  # the sandbox's memory cgroup killed a process: the cause, even if time ran out too
+        return (
+            TestStatus.MEMORY_LIMIT,
+            f"the sandbox ran out of memory (limit {limits.memory_bytes >> 20} MiB per test)",
+        )
     if outcome.output_exceeded:
         return TestStatus.OUTPUT_LIMIT, f"output passed the {limits.output_bytes} byte limit"
     if outcome.signal == signal.SIGXFSZ:

@@ -61,6 +61,11 @@ def _worker_main(conn: Connection, settings: PoolSettings) -> None:
             conn.send((key, checker.check(response, references)))
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass(slots=True)
 class _Job:
     response: str
@@ -143,7 +148,7 @@ class MathPool:
     def _take_batch(self) -> list[_Job]:
         share = 1 + len(self._queue) // max(1, len(self._workers))
         n = min(self.settings.max_batch, share)
-        batch = []
+        batch: list[_Job] = []
         while self._queue and len(batch) < n:
             job = self._queue.popleft()
             if not job.future.done():  # the caller may have given up (cancelled RPC)
@@ -213,7 +218,7 @@ class MathPool:
                 return "hard_deadline"
             ready: asyncio.Future[None] = loop.create_future()
             fd = worker.conn.fileno()
-            loop.add_reader(fd, lambda f=ready: f.done() or f.set_result(None))
+            loop.add_reader(fd, _wake, ready)
             try:
                 await asyncio.wait_for(ready, remaining)
             except TimeoutError:

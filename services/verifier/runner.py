@@ -139,7 +139,7 @@ def run_python(source, args_json, entry):
     sys.argv = ["sol.py"]
     module = types.ModuleType("__main__" if args_json is None else "solution")
     module.__file__ = "sol.py"
-    module.__builtins__ = builtins
+    module.__dict__["__builtins__"] = builtins
     sys.modules[module.__name__] = module
     try:
         exec(compile(source, "sol.py", "exec"), module.__dict__)
@@ -151,7 +151,7 @@ def run_python(source, args_json, entry):
             if not callable(fn):
                 raise NameError(f"entry point {entry!r} is not defined")
             value = fn(*args) if isinstance(args, list) else fn(args)
-            os.write(result_fd, json.dumps(value).encode())
+            os.write(result_fd or 1, json.dumps(value).encode())
     except SystemExit as e:
         if e.code is None or isinstance(e.code, int):
             code = e.code or 0
@@ -181,6 +181,8 @@ def child(header, test, stdin_fd, out_w, err_w, argv):
         os.dup2(err_w, 2)
         os.closerange(3, 65536)
         os.chdir(header["work"])
+        with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # if memory runs out, untrusted code is the first to go
         set_limits(test.get("limits") or header["limits"])
         if argv is not None:
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):

@@ -2,10 +2,11 @@
 
 Isolation: the sandbox runs as uid 65534 (setuid before bwrap, so the kernel sees nobody, not root)
 in new user, pid, ipc, uts, net and cgroup namespaces (no network, not even the host loopback), with
-a read-only minimal root (/usr and its symlinks), fresh /proc and /dev, and a private tmpfs /tmp as
-the only writable place. Each test runs in a new process with its own rlimits (CPU seconds, address
-space, processes, file size, open files), its own session, and a wall-clock limit that kills its
-process group; between tests the runner kills every other process in the sandbox and wipes /tmp.
+a read-only minimal root (/usr and its symlinks), fresh /proc and a read-only /dev; the only writable
+places are a private size-capped tmpfs /tmp and /dev/shm. Each test runs in a new process with its own
+rlimits (CPU seconds, address space, processes, file size, open files), its own session, and a
+wall-clock limit that kills its process group; between tests the runner kills every other process in
+the sandbox and wipes /tmp. Where possible (root, cgroup v1) a memory cgroup caps the whole sandbox.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.verifier.cgroups import MemoryCgroups
 
 SANDBOX_UID = 65534
 _RUNNER = Path(__file__).with_name("runner.py")
@@ -78,6 +81,9 @@ class SandboxConfig:
     bwrap: str = "bwrap"
     python: str = "/usr/bin/python3"
     cxx: str | None = field(default_factory=lambda: shutil.which("g++"))
+    tmp_bytes: int = 128 << 20  # the tmpfs /tmp (the work directory lives there)
+    shm_bytes: int = 16 << 20  # the tmpfs /dev/shm
+    runner_bytes: int = 96 << 20  # memory cgroup headroom for the runner beyond one test's limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,7 @@ class RunOutcome:
     stderr: str = ""
     error: str = ""
     runner_died: bool = False
+    oom_killed: bool = False  # the sandbox's memory cgroup killed a process during this test
 
 
 class SandboxError(RuntimeError):
@@ -106,6 +113,7 @@ class Sandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self._runner_source = _RUNNER.read_text()
+        self.cgroups = MemoryCgroups.detect() if config.is_isolated else MemoryCgroups(None)
 
     def command(self) -> list[str]:
         """The argv that starts the runner (inside bubblewrap unless unsafe)."""
@@ -138,7 +146,9 @@ class Sandbox:
             ),
             *("--hostname", "sandbox", "--ro-bind", "/usr", "/usr", *links),
             *("--ro-bind-try", "/etc/alternatives", "/etc/alternatives"),
-            *("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", *extra, "--remount-ro", "/", "--chdir", "/tmp"),
+            *("--proc", "/proc", "--dev", "/dev", "--size", str(self.config.shm_bytes), "--tmpfs", "/dev/shm"),
+            *("--remount-ro", "/dev", "--size", str(self.config.tmp_bytes), "--tmpfs", "/tmp", *extra),
+            *("--remount-ro", "/", "--chdir", "/tmp"),
             *argv,
         ]
 
@@ -161,6 +171,7 @@ class Session:
         self._stderr_task: asyncio.Task[None] | None = None
         self.compile_error: str | None = None
         self.pid: int | None = None
+        self._cgroup: Path | None = None
 
     async def __aenter__(self) -> Session:
         config = self._sandbox.config
@@ -203,6 +214,12 @@ class Session:
             raise
         if meta.get("kind") == "compile" and not meta.get("ok"):
             self.compile_error = str(meta.get("detail", "compile error"))
+        # Nothing untrusted has run yet (tests start on our next message): cap the whole sandbox now.
+        cgroups = self._sandbox.cgroups
+        self._cgroup = cgroups.open(
+            self._limits.memory_bytes + config.tmp_bytes + config.shm_bytes + config.runner_bytes
+        )
+        cgroups.join(self._cgroup, self._proc.pid)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -212,12 +229,14 @@ class Session:
         """Run one test in a fresh process inside this sandbox."""
         if self._proc is None or self._proc.returncode is not None:
             return RunOutcome(error="the sandbox is not running", runner_died=True)
+        kills_before = self._sandbox.cgroups.oom_kills(self._cgroup)
         try:
             await self._send({"stdin": stdin, "args": args_json})
             meta, out, err = await self._receive(self._limits.wall_limit_s + 10.0)
         except SandboxError as e:
             await self.close()
             return RunOutcome(error=str(e), runner_died=True)
+        oom_killed = self._sandbox.cgroups.oom_kills(self._cgroup) > kills_before
         return RunOutcome(
             exit_code=meta.get("exit"),
             signal=meta.get("signal"),
@@ -227,6 +246,7 @@ class Session:
             output_exceeded=bool(meta.get("olimit")),
             stdout=out,
             stderr=err.decode("utf-8", "replace"),
+            oom_killed=oom_killed,
         )
 
     async def _send(self, message: dict[str, Any]) -> None:
@@ -294,3 +314,5 @@ class Session:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+        cgroup, self._cgroup = self._cgroup, None
+        await self._sandbox.cgroups.remove(cgroup)

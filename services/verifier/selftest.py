@@ -60,7 +60,12 @@ async def self_test(sandbox: Sandbox) -> list[str]:
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         return ["setpriv not found (util-linux): needed to drop from root to the sandbox uid"]
     connections: list[str] = []
-    server = await asyncio.start_server(lambda r, w: (connections.append("x"), w.close()), "127.0.0.1", 0)
+
+    def on_connect(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append("connected")
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     canary_dir = tempfile.mkdtemp(prefix="mimo-selftest-")
     canary = os.path.join(canary_dir, "canary")

@@ -33,7 +33,7 @@ def _math(path: str, m: pb.MathTask) -> MathTask:
 def _json_field(path: str, text: str) -> None:
     try:
         json.loads(text)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise InvalidTask(f"{path}: not valid JSON ({e.msg})") from e
 
 

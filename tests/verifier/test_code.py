@@ -72,6 +72,7 @@ def test_statuses_from_process_outcomes() -> None:
     assert _judge(RunOutcome(signal=signal.SIGXFSZ)) == TestStatus.OUTPUT_LIMIT
     assert _judge(RunOutcome(signal=signal.SIGSEGV)) == TestStatus.RUNTIME_ERROR
     assert _judge(RunOutcome(error="bwrap failed")) == TestStatus.SANDBOX_ERROR
+    assert _judge(RunOutcome(signal=signal.SIGKILL, timed_out=True, oom_killed=True)) == TestStatus.MEMORY_LIMIT
     call = CodeTest(args_json="[1]", expected_json="[2]")
     assert _judge(RunOutcome(exit_code=0, stdout=b"[2]"), call) == TestStatus.PASSED
 

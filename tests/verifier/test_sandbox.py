@@ -181,3 +181,23 @@ async def test_cpp_correct_compile_error_and_crash(sandbox: RecordingSandbox) ->
     assert _statuses(score) == [TestStatus.COMPILE_ERROR] and "error" in score.reason
     crash = "int main(){volatile int *p = nullptr; return *p;}"
     assert _statuses(await run_code(sandbox, crash, [CodeTest("", "")], language="cpp")) == [TestStatus.RUNTIME_ERROR]
+
+
+async def test_a_fork_and_allocate_bomb_is_capped_by_the_sandbox_memory_cgroup(sandbox: RecordingSandbox) -> None:
+    if not sandbox.cgroups.is_enabled:
+        pytest.skip("no writable cgroup v1 memory controller here: only the rlimits bound this")
+    # Eight processes of 200 MB each: every one is within RLIMIT_AS, together they pass the cgroup cap.
+    bomb = (
+        "import os, time\nkids = []\nfor _ in range(8):\n    pid = os.fork()\n    if pid == 0:\n"
+        "        b = b'x' * (200 << 20)\n        time.sleep(0.5)\n        os._exit(0)\n    kids.append(pid)\n"
+        "print(sum(os.waitpid(k, 0)[1] != 0 for k in kids))"
+    )
+    async with sandbox.session("python", bomb, "", FAST_LIMITS) as session:
+        cgroup = session._cgroup
+        assert cgroup is not None
+        outcome = await session.run("")
+        peak = int((cgroup / "memory.max_usage_in_bytes").read_text())
+    assert outcome.oom_killed
+    assert peak <= FAST_LIMITS.memory_bytes + (256 << 20)
+    score = await run_code(sandbox, bomb, [CodeTest("", "0")])
+    assert _statuses(score) == [TestStatus.MEMORY_LIMIT]
