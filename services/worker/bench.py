@@ -20,7 +20,9 @@ import torch
 
 from services.worker.engine.core import CoreConfig, EngineCore
 from services.worker.engine_api import GenerateInput, SamplingConfig
-from services.worker.model.mimo import MiMoConfig, MiMoForCausalLM, load_mimo
+from services.worker.model import MiMoConfig, MiMoForCausalLM, load_mimo
+
+Prompts = Callable[[int], list[list[int]]]  # round -> token ids of the batch
 
 # MiMo-7B-RL's shape (reference/mimo.md §1), random weights.
 MIMO_7B = MiMoConfig(
@@ -35,7 +37,7 @@ class Result:
     name: str
     batch: int
     tokens_per_s: float  # generated tokens / wall time, prefill included
-    decode_steps_per_s: float  # forward steps per second after the first token (0: not measured)
+    decode_steps_per_s: float  # engine steps per second after the first token (0: not measured)
     accept_rate: float | None = None
 
 
@@ -51,9 +53,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per configuration (median)")
     p.add_argument("--modes", default="off,on", help="MTP modes to run: off, on")
     p.add_argument("--eager", action="store_true", help="also time our engine without CUDA graphs")
+    p.add_argument("--ab", action="store_true", help="also time our engine with graphs but no compiled kernels")
     p.add_argument("--no-hf", action="store_true", help="skip HF generate")
     p.add_argument("--check", action="store_true", help="first compare greedy tokens: graphs, eager, HF")
     p.add_argument("--json", help="write all results to this file")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (ours and HF alike); 0: default")
     return p.parse_args(argv)
 
 
@@ -83,7 +87,7 @@ def as_hf(model: MiMoForCausalLM):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     c = model.config
-    hf_cfg = Qwen2Config(
+    hf_cfg = Qwen2Config(  # type: ignore[call-arg]
         vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
         num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
         num_key_value_heads=c.num_key_value_heads, head_dim=c.head_dim, max_position_embeddings=c.max_position_embeddings,
@@ -97,10 +101,25 @@ def as_hf(model: MiMoForCausalLM):
     return hf.eval()
 
 
-def prompts_for(batch: int, length: int, vocab: int, rnd: int) -> list[list[int]]:
+def random_prompts(batch: int, length: int, vocab: int, rnd: int) -> list[list[int]]:
     """Fresh random prompts per round, so no round hits the prefix cache of another."""
     gen = torch.Generator().manual_seed(1000 * batch + rnd)
     return torch.randint(3, vocab, (batch, length), generator=gen).tolist()
+
+
+def chat_prompts(model_dir: str, batch: int, rnd: int) -> list[list[int]]:
+    """In-domain prompts for the tiny MiMo: two-digit sums and differences in ChatML (equal lengths)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    gen = torch.Generator().manual_seed(1000 * batch + rnd)
+    a, b = torch.randint(10, 100, (2, batch), generator=gen).tolist()
+    texts = [
+        f"<|im_start|>system\n<|im_end|>\n<|im_start|>user\nWhat is {x} {'+-'[i % 2]} {y}?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        for i, (x, y) in enumerate(zip(a, b, strict=True))
+    ]
+    return [tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
 
 
 def sync(device: str) -> None:
@@ -108,34 +127,65 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_ours(
-    model: MiMoForCausalLM,
-    prompts_of: Callable[[int], list[list[int]]],
-    new_tokens: int,
-    is_mtp: bool,
-    graphs: bool,
-    rnd: int,
-) -> tuple[float, float, float | None]:
-    """(seconds, seconds after the first step, accept rate) for one greedy batch through EngineCore."""
-    prompts = prompts_of(rnd)
-    blocks = len(prompts) * (-(-(len(prompts[0]) + new_tokens + 2) // 16)) + 8
-    cfg = CoreConfig(num_blocks=blocks, max_running_requests=max(64, len(prompts)), is_mtp_enabled=is_mtp,
-                     use_cuda_graphs=graphs, max_context_length=model.config.max_position_embeddings)  # fmt: skip
-    core = EngineCore(model, cfg)
-    sampling = SamplingConfig(temperature=0.0, max_new_tokens=new_tokens, ignore_eos=True)
-    for i, p in enumerate(prompts):
-        core.add_request(GenerateInput(f"b{i}", tuple(p), sampling))
-    start = time.perf_counter()
-    core.step()  # prefill
-    first = time.perf_counter()
-    while core.has_work:
-        core.step()
-    end = time.perf_counter()
-    return end - start, end - first, core.load().spec_accept_rate
+@dataclass(frozen=True, slots=True)
+class Timing:
+    total_s: float
+    decode_s: float = 0.0  # after the first step (0: not separated)
+    decode_steps: int = 0
+    accept_rate: float | None = None
 
 
-def time_hf(hf, prompts_of: Callable[[int], list[list[int]]], new_tokens: int, rnd: int) -> tuple[float, float, None]:
-    """(seconds, 0: decode not separated, None) for one greedy HF `generate` of the same batch."""
+class OurRounds:
+    """One EngineCore per configuration (its warm-up round captures the CUDA graphs); each call times a round."""
+
+    def __init__(
+        self, model: MiMoForCausalLM, prompts_of: Prompts, new_tokens: int, is_mtp: bool, graphs: bool, compiled: bool
+    ) -> None:
+        self.model, self.prompts_of, self.new_tokens = model, prompts_of, new_tokens
+        self.is_mtp, self.graphs, self.compiled = is_mtp, graphs, compiled
+        self.core: EngineCore | None = None
+
+    def __call__(self, rnd: int) -> Timing:
+        prompts = self.prompts_of(rnd)
+        if self.core is None:
+            blocks = len(prompts) * (-(-(len(prompts[0]) + self.new_tokens + 2) // 16)) + 8
+            cfg = CoreConfig(num_blocks=blocks, max_running_requests=max(64, len(prompts)), is_mtp_enabled=self.is_mtp,
+                             use_cuda_graphs=self.graphs, compile_kernels=self.compiled, max_context_length=self.model.config.max_position_embeddings)  # fmt: skip
+            self.core = EngineCore(self.model, cfg)
+        core = self.core
+        sampling = SamplingConfig(temperature=0.0, max_new_tokens=self.new_tokens, ignore_eos=True)
+        for i, p in enumerate(prompts):
+            core.add_request(GenerateInput(f"r{rnd}-{i}", tuple(p), sampling))
+        drafted, accepted = core.num_draft_tokens, core.num_accepted_tokens
+        start = time.perf_counter()
+        core.step()  # prefill
+        first, steps = time.perf_counter(), 0
+        while core.has_work:
+            core.step()
+            steps += 1
+        end = time.perf_counter()
+        drafted, accepted = core.num_draft_tokens - drafted, core.num_accepted_tokens - accepted
+        return Timing(end - start, end - first, steps, accepted / drafted if drafted else None)
+
+    def replay_ms(self) -> dict[str, float]:
+        """GPU time of each captured graph alone (median of 50 replays): the step's device-bound part."""
+        graphs = self.core.runner.graphs if self.core is not None else None
+        out = {}
+        for key, entry in (graphs.graphs if graphs is not None else {}).items():
+            times = []
+            for _ in range(50):
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                entry.graph.replay()
+                end.record()
+                end.synchronize()
+                times.append(begin.elapsed_time(end))
+            out["/".join(str(part) for part in key)] = statistics.median(times)  # type: ignore[attr-defined]
+        return out
+
+
+def time_hf(hf, prompts_of: Prompts, new_tokens: int, rnd: int) -> Timing:
+    """One greedy HF `generate` of the same batch (decode not separated from prefill)."""
     ids = torch.tensor(prompts_of(rnd), device=hf.device)
     sync(str(hf.device))
     start = time.perf_counter()
@@ -143,7 +193,7 @@ def time_hf(hf, prompts_of: Callable[[int], list[list[int]]], new_tokens: int, r
         hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                     do_sample=False, pad_token_id=0, eos_token_id=None)  # fmt: skip
     sync(str(hf.device))
-    return time.perf_counter() - start, 0.0, None
+    return Timing(time.perf_counter() - start)
 
 
 def copy_bandwidth(device: str, num_bytes: int = 4 << 30) -> float:
@@ -161,28 +211,38 @@ def copy_bandwidth(device: str, num_bytes: int = 4 << 30) -> float:
     return 2 * num_bytes / statistics.median(times[2:])
 
 
-def run_config(
-    name: str, fn: Callable[[int], tuple[float, float, float | None]], batch: int, new_tokens: int, rounds: int
-) -> Result:
-    """A warm-up round (captures this shape's CUDA graphs), then the median of `rounds` fresh-prompt rounds."""
+def run_config(name: str, fn: Callable[[int], Timing], batch: int, new_tokens: int, rounds: int) -> Result:
+    """A warm-up round, then the median of `rounds` rounds of fresh prompts."""
     fn(0)
     runs = [fn(r + 1) for r in range(rounds)]
-    total = statistics.median(r[0] for r in runs)
-    decode = statistics.median(r[1] for r in runs)
-    accept = runs[-1][2]
-    steps_per_s = (new_tokens - 1) / decode if decode > 0 else 0.0
-    return Result(name, batch, batch * new_tokens / total, steps_per_s, accept)
+    total = statistics.median(r.total_s for r in runs)
+    decode = statistics.median(r.decode_s for r in runs)
+    steps = statistics.median(r.decode_steps for r in runs)
+    rates = [r.accept_rate for r in runs if r.accept_rate is not None]
+    return Result(
+        name,
+        batch,
+        batch * new_tokens / total,
+        steps / decode if decode else 0.0,
+        statistics.mean(rates) if rates else None,
+    )
 
 
 def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int, modes: list[str]) -> list[Result]:
     """Every configuration at one batch size; a failing one is reported and skipped."""
     is_cuda = args.device.startswith("cuda")
-    prompts = partial(prompts_for, batch, args.prompt_tokens, model.config.vocab_size)
-    configs = []
+    if args.random is None and (Path(args.model) / "tokenizer.json").is_file():
+        prompts: Prompts = partial(chat_prompts, args.model, batch)
+    else:
+        prompts = partial(random_prompts, batch, args.prompt_tokens, model.config.vocab_size)
+    configs: list[tuple[str, Callable[[int], Timing]]] = []
     for mode in modes:
-        for graphs in [True, False] if (is_cuda and args.eager) else [is_cuda]:
-            label = f"ours MTP {mode}" + ("" if graphs or not is_cuda else " eager")
-            configs.append((label, partial(time_ours, model, prompts, args.new_tokens, mode == "on", graphs)))
+        variants = [("", is_cuda, is_cuda)]  # (label, CUDA graphs, compiled kernels)
+        variants += [(" no-compile", True, False)] if is_cuda and args.ab else []
+        variants += [(" eager", False, False)] if is_cuda and args.eager else []
+        for suffix, graphs, compiled in variants:
+            rounds = OurRounds(model, prompts, args.new_tokens, mode == "on", graphs, compiled)
+            configs.append((f"ours MTP {mode}{suffix}", rounds))
     if hf is not None:
         configs.append(("HF generate", partial(time_hf, hf, prompts, args.new_tokens)))
     results = []
@@ -194,12 +254,14 @@ def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int
             print(f"batch {batch:3d}  {label}: FAILED {e!r}", flush=True)
             continue
         print_result(results[-1])
+        if isinstance(fn, OurRounds) and fn.graphs:
+            print("    graph replay ms: " + ", ".join(f"{k} {v:.2f}" for k, v in fn.replay_ms().items()), flush=True)
     return results
 
 
 def check_greedy(model: MiMoForCausalLM, hf, args: argparse.Namespace) -> None:
     """Greedy tokens of ours with graphs, ours eager and HF generate on 4 prompts (bf16 may drift late)."""
-    prompts = prompts_for(4, args.prompt_tokens, model.config.vocab_size, 99)
+    prompts = random_prompts(4, args.prompt_tokens, model.config.vocab_size, 99)
     runs = {}
     for name, graphs in (("graphs", True), ("eager", False)):
         core = EngineCore(model, CoreConfig(num_blocks=64, is_mtp_enabled=False, use_cuda_graphs=graphs))
@@ -253,6 +315,8 @@ def main(argv: Sequence[str]) -> int:
     on_cuda = args.device.startswith("cuda")
     dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if on_cuda else torch.float32)
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name() if on_cuda else 'cpu'}, {dtype}", flush=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(args, dtype)
     hf = None if args.no_hf else as_hf(model)
@@ -271,7 +335,7 @@ def main(argv: Sequence[str]) -> int:
 
 def print_result(r: Result) -> None:
     accept = f"  accept rate {r.accept_rate:.3f}" if r.accept_rate is not None and "MTP on" in r.name else ""
-    steps = f"  decode {r.decode_steps_per_s:8.1f} steps/s" if r.decode_steps_per_s else ""
+    steps = f"  decode {r.decode_steps_per_s:7.1f} steps/s" if r.decode_steps_per_s else ""
     print(f"batch {r.batch:3d}  {r.name:18s} {r.tokens_per_s:10.1f} tok/s{steps}{accept}", flush=True)
 
 

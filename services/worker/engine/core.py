@@ -35,6 +35,7 @@ class CoreConfig:
     max_batch_tokens: int = 8192
     is_mtp_enabled: bool = True
     use_cuda_graphs: bool = True
+    compile_kernels: bool = True  # CUDA only: torch.compile the layers' elementwise pieces
     max_context_length: int = 32768
     eos_token_ids: tuple[int, ...] = ()
 
@@ -45,7 +46,7 @@ class EngineCore:
     def __init__(self, model: MiMoForCausalLM, cfg: CoreConfig, tokenizer: Tokenizer | None = None) -> None:
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self.runner = ModelRunner(model, cfg.block_size, cfg.num_blocks, cfg.use_cuda_graphs)
+        self.runner = ModelRunner(model, cfg.block_size, cfg.num_blocks, cfg.use_cuda_graphs, cfg.compile_kernels)
         self.is_mtp = cfg.is_mtp_enabled and self.runner.has_mtp
         self.blocks = BlockManager(cfg.num_blocks, cfg.block_size)
         sched_cfg = SchedulerConfig(cfg.max_running_requests, cfg.max_batch_tokens, int(self.is_mtp))

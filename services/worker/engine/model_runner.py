@@ -8,10 +8,11 @@ import torch
 from torch import Tensor
 
 from services.worker.engine import sampler
-from services.worker.engine.attention import StepTensors, attn_meta, decoder_layer_forward
+from services.worker.engine.attention import StepTensors, attn_meta
 from services.worker.engine.cuda_graphs import GraphCache, batch_bucket, column_bucket
+from services.worker.engine.layers import Kernels, fuse_layer, layer_forward
 from services.worker.engine.sequence import Sequence
-from services.worker.model.mimo import MiMoForCausalLM
+from services.worker.model.mimo import MiMoForCausalLM, MTPLayer
 
 MAX_GRAPH_TOKENS_PER_SEQ = 2  # decode (1) and MTP verify (2) are graphed; prefill runs eagerly
 
@@ -46,7 +47,14 @@ class ModelRunner:
     scratch, written by padding tokens and gathered (masked) by padded block tables.
     """
 
-    def __init__(self, model: MiMoForCausalLM, block_size: int, num_blocks: int, use_cuda_graphs: bool = True) -> None:
+    def __init__(
+        self,
+        model: MiMoForCausalLM,
+        block_size: int,
+        num_blocks: int,
+        use_cuda_graphs: bool = True,
+        compile_kernels: bool = True,
+    ) -> None:
         cfg = model.config
         self.model = model
         self.block_size = block_size
@@ -59,10 +67,17 @@ class ModelRunner:
         shape = (num_layers, (num_blocks + 1) * block_size, cfg.num_key_value_heads, cfg.head_dim)
         self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.cos, self.sin = rope_tables(
-            cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, self.dtype, self.device
-        )
+        cos, sin = rope_tables(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, self.dtype, self.device)
+        half = cfg.head_dim // 2
+        self.cos, self.sin_signed = cos, torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
         self.graphs = GraphCache() if use_cuda_graphs and self.device.type == "cuda" else None
+        fuse = lambda layer: fuse_layer(layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)  # noqa: E731
+        self.layers = [fuse(layer) for layer in model.model.layers]
+        self.mtp_layer = fuse(model.model.mtp_layers[0]) if self.has_mtp else None
+        self.num_q_per_kv = cfg.num_attention_heads // cfg.num_key_value_heads
+        is_cuda = self.device.type == "cuda"
+        sample = torch.randn(4, cfg.hidden_size, dtype=self.dtype, device=self.device)
+        self.kernels = Kernels.compiled(sample) if compile_kernels and is_cuda else Kernels()
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -86,10 +101,13 @@ class ModelRunner:
             positions += [0] * (num_pad * num_q)
             slots += [self.scratch_block * bs] * (num_pad * num_q)
             num_seqs += num_pad
-        tables = [(s.block_table + [self.scratch_block] * num_cols)[:num_cols] for s in seqs]
-        tables += [[self.scratch_block] * num_cols] * (num_seqs - len(seqs))
-        flat = torch.tensor([ids, positions, slots], dtype=torch.int64).to(self.device, non_blocking=True)
-        block_tables = torch.tensor(tables, dtype=torch.int64).to(self.device, non_blocking=True)
+        tables = [t for s in seqs for t in (s.block_table + [self.scratch_block] * num_cols)[:num_cols]]
+        tables += [self.scratch_block] * (num_cols * (num_seqs - len(seqs)))
+        # One host-to-device copy: ids, positions and slots [3, N], then the block tables [B, M].
+        packed = torch.tensor(ids + positions + slots + tables, dtype=torch.int64).to(self.device, non_blocking=True)
+        num = len(ids)
+        flat = packed[: 3 * num].view(3, num)
+        block_tables = packed[3 * num :].view(num_seqs, num_cols)
         if is_uniform:
             return StepTensors(flat[0], flat[1], flat[2], block_tables, use_graph=use_graph)
         starts = [sum(lengths[:i]) for i in range(len(lengths))]
@@ -128,11 +146,13 @@ class ModelRunner:
         pad: Tensor | None = None,
         unpad: Tensor | None = None,
     ) -> Tensor:
-        meta = attn_meta(StepTensors(ids, pos, slots, tables, pad, unpad), self.block_size)
-        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # [N, 1, D]
+        meta = attn_meta(
+            StepTensors(ids, pos, slots, tables, pad, unpad), self.block_size, self.num_q_per_kv, self.dtype
+        )
+        cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]  # [N, 1, D]
         x = self.model.model.embed_tokens(ids)  # [N, H]
-        for i, layer in enumerate(self.model.model.layers):
-            x = decoder_layer_forward(layer, x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
+        for i, w in enumerate(self.layers):
+            x = layer_forward(w, self.kernels, x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
         return self.model.model.norm(x)
 
     def _mtp_forward(
@@ -145,12 +165,14 @@ class ModelRunner:
         pad: Tensor | None = None,
         unpad: Tensor | None = None,
     ) -> Tensor:
-        meta = attn_meta(StepTensors(next_ids, pos, slots, tables, pad, unpad), self.block_size)
-        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
-        mtp = self.model.model.mtp_layers[0]
+        assert self.mtp_layer is not None
+        step = StepTensors(next_ids, pos, slots, tables, pad, unpad)
+        meta = attn_meta(step, self.block_size, self.num_q_per_kv, self.dtype)
+        cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]
+        mtp: MTPLayer = self.model.model.mtp_layers[0]  # type: ignore[assignment]
         embeds = self.model.model.embed_tokens(next_ids).masked_fill((pos == 0)[:, None], 0.0)  # as SGLang/vLLM
         z = mtp.input_proj(torch.cat([mtp.hidden_layernorm(hidden), mtp.token_layernorm(embeds)], dim=-1))
-        z = decoder_layer_forward(mtp, z, cos, sin, self.k_cache[-1], self.v_cache[-1], meta)
+        z = layer_forward(self.mtp_layer, self.kernels, z, cos, sin, self.k_cache[-1], self.v_cache[-1], meta)
         return mtp.final_layernorm(z)
 
     # ---- one plain step ------------------------------------------------------------------------
@@ -160,7 +182,8 @@ class ModelRunner:
         new_tokens = [s.pending_tokens() for s in seqs] if is_prefill else [[s.last_token] for s in seqs]
         step = self.prepare(seqs, new_tokens)
         hidden = self.forward(step)
-        logits = self.logits(hidden[last_rows(new_tokens, self.device)])  # [B, V]
+        last = last_rows(new_tokens, self.device) if is_prefill else slice(0, len(seqs))  # decode: row i is seq i
+        logits = self.logits(hidden[last])  # [B, V]
         rows = sampler.build_rows(seqs, 1, None, self.vocab_size, self.device)
         tokens = sampler.sample(logits, rows)
         extras = token_logprobs(seqs, logits, rows, tokens)

@@ -45,15 +45,24 @@ def build_rows(
     """Rows for `rows_per_seq` consecutive positions of each sequence; row j's context adds the draft if j > 0."""
     per_row = [s for s in seqs for _ in range(rows_per_seq)]
     params = [s.sampling for s in per_row]
-    as_tensor = lambda xs, dtype=torch.float32: torch.tensor(xs, dtype=dtype, device=device)  # noqa: E731
     is_greedy = [p.is_greedy for p in params]
     top_k = [vocab_size if p.top_k < 0 else p.top_k for p in params]
-    rows = dict(
-        temperature=as_tensor([1.0 if g else p.temperature for p, g in zip(params, is_greedy, strict=True)]),
-        is_greedy=as_tensor(is_greedy, torch.bool),
-        top_k=as_tensor(top_k, torch.int64),
-        top_p=as_tensor([p.top_p for p in params]),
-        min_p=as_tensor([p.min_p for p in params]),
+    # One host-to-device copy for all settings: [5, R] float32 (top_k < 2**24 is exact in float32).
+    packed = torch.tensor(
+        [
+            [1.0 if g else p.temperature for p, g in zip(params, is_greedy, strict=True)],
+            [float(g) for g in is_greedy],
+            [float(k) for k in top_k],
+            [p.top_p for p in params],
+            [p.min_p for p in params],
+        ]
+    ).to(device, non_blocking=True)
+    rows: dict[str, object] = dict(
+        temperature=packed[0],
+        is_greedy=packed[1] > 0,
+        top_k=packed[2].long(),
+        top_p=packed[3],
+        min_p=packed[4],
         generators=tuple(s.generator for s in per_row),
         is_all_greedy=all(is_greedy),
         has_filters=any(k < vocab_size or p.top_p < 1 or p.min_p > 0 for k, p in zip(top_k, params, strict=True)),
@@ -62,7 +71,8 @@ def build_rows(
     if any(p.repetition_penalty != 1 or p.frequency_penalty or p.presence_penalty for p in params):
         outputs = [s.output_ids + e for s, e in zip(per_row, extra, strict=True)]
         seen = [s.token_ids + e for s, e in zip(per_row, extra, strict=True)]
-        rows["penalties"] = as_tensor([[p.repetition_penalty, p.frequency_penalty, p.presence_penalty] for p in params])
+        penalties = [[p.repetition_penalty, p.frequency_penalty, p.presence_penalty] for p in params]
+        rows["penalties"] = torch.tensor(penalties).to(device, non_blocking=True)
         rows["token_counts"] = _counts(outputs, vocab_size, device)
         rows["is_seen"] = _counts(seen, vocab_size, device) > 0
     lengths = [s.num_output_tokens + len(e) for s, e in zip(per_row, extra, strict=True)]

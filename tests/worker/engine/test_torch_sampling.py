@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from services.worker.engine import sampler
 from services.worker.engine.core import CoreConfig, EngineCore
 from services.worker.engine_api import GenerateInput, SamplingConfig
-from services.worker.model.mimo import load_mimo
+from services.worker.model import load_mimo
 from tests.worker.engine.torch_fixtures import greedy, make_core, random_model, run_all, tokens_of, write_model_dir
 
 MODEL = random_model()

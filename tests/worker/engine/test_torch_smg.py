@@ -21,7 +21,7 @@ from services.common.server import start
 from services.worker.engine import TorchEngine, TorchEngineConfig
 from services.worker.engine.core import CoreConfig, EngineCore
 from services.worker.engine_api import GenerateInput
-from services.worker.model.mimo import load_mimo
+from services.worker.model import load_mimo
 from services.worker.server import build_service
 from services.worker.sglang.launcher import free_port
 from services.worker.tokenizer_files import read_model_info
@@ -31,7 +31,7 @@ SMG = Path(sys.executable).parent / "smg"
 TINY_MIMO = Path(__file__).resolve().parents[3] / "models" / "tiny-mimo"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SMG.exists(), reason="smg is not installed (pip install smg)")]
 MESSAGES = [{"role": "user", "content": "What is 12 + 7?"}]
-MAX_TOKENS = 24
+MAX_TOKENS = 96  # enough for the tiny MiMo to finish its answer and stop on <|im_end|>
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,8 @@ async def smg_url(model_dir: Path, tmp_path: Path) -> AsyncIterator[str]:
         await worker.drain()
 
 
-def direct_greedy_answer(model_dir: Path) -> tuple[str, int, int]:
-    """(text, prompt tokens, completion tokens) from our engine in-process, on the ChatML-rendered prompt."""
+def direct_greedy_answer(model_dir: Path) -> tuple[str, int, int, str]:
+    """(text, prompt tokens, completion tokens, finish reason) from our engine in-process, on the ChatML prompt."""
     template = json.loads((model_dir / "tokenizer_config.json").read_text())["chat_template"]
     prompt = jinja2.Environment().from_string(template).render(messages=MESSAGES, add_generation_prompt=True)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -89,16 +89,22 @@ def direct_greedy_answer(model_dir: Path) -> tuple[str, int, int]:
     core = EngineCore(
         load_mimo(model_dir, "cpu", torch.float32), CoreConfig(num_blocks=512, eos_token_ids=info.eos_token_ids)
     )
-    out = tokens_of(run_all(core, [GenerateInput("direct", tuple(ids), greedy(MAX_TOKENS))])[("direct", 0)])
-    return tokenizer.decode(out, skip_special_tokens=True), len(ids), len(out)
+    chunks = run_all(core, [GenerateInput("direct", tuple(ids), greedy(MAX_TOKENS))])[("direct", 0)]
+    out = tokens_of(chunks)
+    return tokenizer.decode(out, skip_special_tokens=True), len(ids), len(out), str(chunks[-1].finish_reason)
 
 
 async def test_smg_chat_completion_through_the_torch_worker_equals_direct_greedy(smg_url: str, model_dir: Path) -> None:
     body = {"model": model_dir.name, "messages": MESSAGES, "max_tokens": MAX_TOKENS, "temperature": 0}
-    status, text = await asyncio.to_thread(http, f"{smg_url}/v1/chat/completions", body)
+    for _ in range(100):  # SMG's /health is up before it has registered the worker and loaded its tokenizer
+        status, text = await asyncio.to_thread(http, f"{smg_url}/v1/chat/completions", body)
+        if status not in (404, 503):
+            break
+        await asyncio.sleep(0.2)
     assert status == 200, text
     reply = json.loads(text)
-    want_text, want_prompt, want_completion = await asyncio.to_thread(direct_greedy_answer, model_dir)
+    want_text, want_prompt, want_completion, want_finish = await asyncio.to_thread(direct_greedy_answer, model_dir)
+    assert reply["choices"][0]["finish_reason"] == want_finish
     assert reply["usage"]["prompt_tokens"] == want_prompt
     assert reply["usage"]["completion_tokens"] == want_completion
     # A random model's stray byte tokens decode to U+FFFD here; SMG drops incomplete characters instead.

@@ -18,7 +18,7 @@ from services.common.server import start
 from services.worker.engine import TorchEngine, TorchEngineConfig
 from services.worker.engine.core import CoreConfig, EngineCore
 from services.worker.engine_api import GenerateInput
-from services.worker.model.mimo import load_mimo
+from services.worker.model import load_mimo
 from services.worker.server import build_service
 from tests.worker.engine.torch_fixtures import greedy, run_all, tokens_of, write_model_dir
 
