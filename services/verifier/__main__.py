@@ -83,6 +83,16 @@ def main(argv: Sequence[str]) -> int:
             log.warning("UNSAFE: --unsafe-no-sandbox: untrusted code runs with NO isolation on this host")
         verifier = Verifier(settings)
         verifier.start()  # worker processes exist before the gRPC server does
+        log.info(
+            "verifier ready",
+            extra={
+                "math_processes": settings.math.num_processes,
+                "sandboxes": settings.max_sandboxes,
+                "sandbox": "bubblewrap" if settings.sandbox.is_isolated else "NONE (unsafe)",
+                "memory_cgroups": verifier.sandbox.cgroups.is_enabled,
+                "cpp": settings.sandbox.cxx is not None,
+            },
+        )
         return make_service(verifier)
 
     return run(server_settings(args, "verifier"), build)

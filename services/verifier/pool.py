@@ -14,9 +14,11 @@ import logging
 import multiprocessing as mp
 import resource
 import signal
+import sys
 import time
+import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -73,13 +75,33 @@ class _Job:
     future: asyncio.Future[MathOutcome]
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Workers need nothing from __main__: stop multiprocessing from re-running it in each of them.
+
+    A forkserver child runs the parent's main script again (as __mp_main__) unless the main module
+    is named "__main__"; a script without an `if __name__ == "__main__"` guard would otherwise start
+    pools from inside its own workers, recursively.
+    """
+    main = sys.modules.get("__main__")
+    saved = getattr(main, "__spec__", None)
+    if main is not None:
+        main.__spec__ = types.SimpleNamespace(name="__main__")  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if main is not None:
+            main.__spec__ = saved
+
+
 class _Worker:
     """One process and the pipe to it."""
 
     def __init__(self, ctx: Any, settings: PoolSettings) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child, settings), daemon=True, name="mimo-math")
-        self.process.start()
+        with _main_not_reimported():
+            self.process.start()
         child.close()
         self.tasks_done = 0
 
@@ -115,6 +137,8 @@ class MathPool:
 
     async def check(self, response: str, references: tuple[str, ...]) -> MathOutcome:
         """Queue one task and wait for its outcome (always an outcome, never an exception)."""
+        if not self._workers:
+            raise RuntimeError("MathPool.start() was not called")
         loop = asyncio.get_running_loop()
         if not self._drivers:
             self._wakeup = asyncio.Event()

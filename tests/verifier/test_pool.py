@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from services.verifier.domain import Verdict
 from services.verifier.pool import MathPool, PoolSettings
@@ -68,3 +71,17 @@ async def test_a_worker_that_dies_is_replaced_and_its_task_is_an_error() -> None
         assert (await pool.check("$\\boxed{7}$", ("7",))).correct
     finally:
         await pool.close()
+
+
+def test_a_script_without_a_main_guard_starts_its_workers_once(tmp_path: Path) -> None:
+    # Forkserver workers would otherwise re-run the script and start pools from inside the pool.
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "import asyncio\nfrom services.verifier.pool import MathPool, PoolSettings\nprint('body', flush=True)\n"
+        "async def main():\n    pool = MathPool(PoolSettings(num_processes=2))\n    pool.start()\n"
+        "    print((await pool.check('$\\\\boxed{2}$', ('2',))).verdict.name, flush=True)\n    await pool.close()\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["body", "CORRECT"]
