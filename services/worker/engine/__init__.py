@@ -27,6 +27,7 @@ def config_from_args(args: argparse.Namespace) -> TorchEngineConfig:
         max_batch_tokens=getattr(args, "max_batch_tokens", None) or defaults.max_batch_tokens,
         block_size=getattr(args, "block_size", None) or defaults.block_size,
         use_cuda_graphs=not getattr(args, "no_cuda_graphs", False),
+        compile_kernels=not getattr(args, "no_compile", False),
         served_model_name=getattr(args, "served_model_name", None),
     )
 

@@ -53,6 +53,7 @@ class TorchEngineConfig:
     block_size: int = 16
     max_waiting_requests: int = 4096
     use_cuda_graphs: bool = True
+    compile_kernels: bool = True  # CUDA: torch.compile the layers' elementwise pieces (some seconds at start)
     served_model_name: str | None = None
     gpu_kv_memory_fraction: float = 0.5
     cpu_threads: int | None = None  # torch threads on CPU; None: 1 for small models (hidden <= 1024), else torch's
@@ -89,6 +90,7 @@ def build_core(model: MiMoForCausalLM, cfg: TorchEngineConfig, info: EngineModel
         max_batch_tokens=cfg.max_batch_tokens,
         is_mtp_enabled=cfg.is_mtp_enabled,
         use_cuda_graphs=cfg.use_cuda_graphs,
+        compile_kernels=cfg.compile_kernels,
         max_context_length=max_context,
         eos_token_ids=info.eos_token_ids,
     )

@@ -28,6 +28,11 @@ def test_n_samples_share_the_prompt_blocks_by_reference_count() -> None:
     assert len({t[4] for t in tables}) == 4  # ...the partial last block is each sample's own
     assert [c.cached_tokens for _, c in chunks] == [0, 16, 16, 16]
     assert core.blocks.num_used_tokens == (4 + 4) * 4
+    # Samples 1-3 read blocks whose KV sample 0 wrote in that same forward: greedy, all four agree with n=1.
+    rest = run_all(core, [])
+    single = run_all(make_core(MODEL), [GenerateInput("one", PROMPT, greedy(4))])[("one", 0)]
+    for index in range(4):
+        assert [chunks[index][1].token_ids[0], *tokens_of(rest[("g", index)])] == tokens_of(single)
 
 
 def test_a_later_request_reuses_a_finished_prefix_and_answers_the_same() -> None:

@@ -123,3 +123,17 @@ async def test_too_many_requests_in_flight_is_resource_exhausted(model_dir: Path
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         for call in calls:
             call.cancel()
+
+
+def test_worker_flags_reach_the_engine(model_dir: Path) -> None:
+    from services.worker.__main__ import build_parser
+    from services.worker.engine import build_engine
+
+    flags = ["--engine", "torch", "--model", str(model_dir), "--no-mtp", "--kv-cache-tokens", "256"]
+    flags += ["--max-running-requests", "8", "--block-size", "8", "--max-batch-tokens", "512"]
+    engine = build_engine(build_parser().parse_args(flags))
+    cfg = engine.cfg
+    assert (cfg.is_mtp_enabled, cfg.kv_cache_tokens, cfg.max_running_requests) == (False, 256, 8)
+    assert (cfg.block_size, cfg.max_batch_tokens, cfg.device, cfg.torch_dtype) == (8, 512, "cpu", torch.float32)
+    with pytest.raises(FileNotFoundError):
+        build_engine(build_parser().parse_args(["--engine", "torch", "--model", str(model_dir / "nowhere")]))
