@@ -60,6 +60,8 @@ class SchedulerServicer(pb_grpc.SglangSchedulerServicer):
             self._engine.validate(req)
         except InvalidRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except EngineUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         stats = StreamStats(time.perf_counter(), req.return_logprob)
         self._active += 1
         try:

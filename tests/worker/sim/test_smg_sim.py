@@ -65,7 +65,11 @@ async def smg_url(sim_model_dir: Path, tmp_path: Path) -> AsyncIterator[str]:
 
 async def test_smg_routes_a_chat_completion_to_the_sim_worker(smg_url: str, sim_model_dir: Path) -> None:
     body = {"model": sim_model_dir.name, "messages": [{"role": "user", "content": "Add 2 and 3."}], "max_tokens": 16}
-    status, text = await asyncio.to_thread(http, f"{smg_url}/v1/chat/completions", body)
+    for _ in range(100):  # SMG's /health is up before it has registered the worker and loaded its tokenizer
+        status, text = await asyncio.to_thread(http, f"{smg_url}/v1/chat/completions", body)
+        if status not in (404, 503):
+            break
+        await asyncio.sleep(0.2)
     assert status == 200, text
     reply = json.loads(text)
     choice = reply["choices"][0]
