@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import marshal
 import math
 import os
 import shutil
@@ -208,12 +209,12 @@ class Session:
         first_wait_s = COMPILE_LIMITS.wall_limit_s + 10 if self._language == "cpp" else 15.0
         try:
             await self._send(header)
-            meta, _, _ = await self._receive(first_wait_s)
+            meta, _, err = await self._receive(first_wait_s)
         except SandboxError:
             await self.close()
             raise
         if meta.get("kind") == "compile" and not meta.get("ok"):
-            self.compile_error = str(meta.get("detail", "compile error"))
+            self.compile_error = err.decode("utf-8", "replace") or "compile error"
         # Nothing untrusted has run yet (tests start on our next message): cap the whole sandbox now.
         cgroups = self._sandbox.cgroups
         self._cgroup = cgroups.open(
@@ -251,8 +252,9 @@ class Session:
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
+        frame = marshal.dumps(message)  # host → runner only: the trusted direction
         try:
-            self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+            self._proc.stdin.write(len(frame).to_bytes(4, "big") + frame)
             await self._proc.stdin.drain()
         except (ConnectionError, OSError) as e:
             why = await self._why_after_exit()
