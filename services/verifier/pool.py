@@ -24,7 +24,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from services.verifier.domain import Verdict
-from services.verifier.math_check import MathChecker, MathOutcome, use_two_stage_parsing
+from services.verifier.math_check import MathChecker, MathOutcome
+from services.verifier.math_fast import use_two_stage_parsing
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,15 +18,8 @@ from math_verify import parse
 
 from services.verifier.domain import Verdict
 from services.verifier.extract import answer_region
-from services.verifier.math_check import (
-    GOLD_CONFIG,
-    PRED_CONFIG,
-    MathChecker,
-    boxed_snippet,
-    gold_text,
-    plain_correct,
-    quick_parse,
-)
+from services.verifier.math_check import GOLD_CONFIG, PRED_CONFIG, MathChecker, gold_text, plain_correct
+from services.verifier.math_fast import boxed_snippet, quick_parse
 from services.verifier.pool import MathPool, PoolSettings
 
 PAIRS = [json.loads(line) for line in (Path(__file__).parent / "data" / "math_pairs.jsonl").read_text().splitlines()]
@@ -91,6 +86,46 @@ def test_quick_parse_is_exactly_math_verifys_parse(is_gold: bool) -> None:
         assert [sympy.srepr(quick[0]), quick[1]] == [sympy.srepr(full[0]), full[1]], content
     assert quick_parse("\\boxed{0.5}", is_gold=True) is None  # references rewrite decimals to fractions
     assert quick_parse("\\boxed{x+1}") is None
+
+
+TWO_STAGE_CHECK = """
+import json, sys
+import sympy
+from latex2sympy2_extended.latex2sympy2 import latex2sympy
+from services.verifier.math_fast import use_two_stage_parsing
+
+def trees(texts):
+    out = []
+    for t in texts:
+        try:
+            out.append(sympy.srepr(latex2sympy(t)))
+        except Exception as e:
+            out.append("error " + type(e).__name__)
+    return out
+
+texts = json.loads(sys.stdin.read())
+ll = trees(texts)
+use_two_stage_parsing()
+print(json.dumps([t for t, a, b in zip(texts, ll, trees(texts)) if a != b]))
+"""
+
+
+@pytest.mark.slow
+def test_two_stage_parsing_gives_the_same_trees() -> None:
+    # Every reference and every boxed answer of the labelled set, parsed plainly (LL) and two-stage.
+    texts = sorted(
+        {r for p in PAIRS for r in p["references"]} | {s[7:-1] for p in PAIRS if (s := boxed_snippet(p["response"]))}
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", TWO_STAGE_CHECK],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(done.stdout) == []
+    assert len(texts) > 250
 
 
 def test_boxed_snippet_only_when_it_cannot_change_math_verifys_answer() -> None:
