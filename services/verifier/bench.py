@@ -5,7 +5,8 @@ pool, against plain math-verify with the same settings, one call per pair on a P
 the same number of processes; verdicts must be identical. Code: stdin/stdout tests/s through the
 service's sandboxes (one bubblewrap sandbox per task, a fresh process per test) against one fresh
 bubblewrap sandbox per test (setpriv + prlimit + the same bwrap flags), at the same concurrency.
-The headline (both ratios) is the last line.
+Rates are medians over rounds; ratios are medians of the per-round ratios (each round compares
+neighbours run under the same load). The headline (both ratios) is the last line.
 """
 
 from __future__ import annotations
@@ -45,8 +46,13 @@ SOLUTIONS = {
 }
 
 
-def _median_rate(counts: Sequence[float], times: Sequence[float]) -> float:
-    return statistics.median(c / t for c, t in zip(counts, times, strict=True))
+def _median_rate(count: int, times: Sequence[float]) -> float:
+    return statistics.median(count / t for t in times)
+
+
+def _median_ratio(base_times: Sequence[float], times: Sequence[float]) -> float:
+    """Median over rounds of (our rate / the peer's rate in the same round): robust to load drifting."""
+    return statistics.median(b / t for b, t in zip(base_times, times, strict=True))
 
 
 def _cpu_s(pids: Sequence[int]) -> float:
@@ -93,7 +99,7 @@ async def _grpc_round(
     return elapsed, [res.reward == 1.0 for resp in responses for res in resp.results]
 
 
-async def bench_math(args: argparse.Namespace) -> tuple[float, float]:
+async def bench_math(args: argparse.Namespace) -> tuple[float, float, float]:
     rows = [json.loads(line) for line in Path(args.math_data).read_text().splitlines()]
     settings = VerifierSettings(math=PoolSettings(num_processes=args.processes))
     verifier = Verifier(settings)
@@ -133,7 +139,8 @@ async def bench_math(args: argparse.Namespace) -> tuple[float, float]:
                     print(f"  math round {r + 1}: " + ", ".join(f"{k} {v:.0f}/s" for k, v in rates.items()))
     finally:
         await running.drain()
-    rate = {k: _median_rate([len(rows)] * len(v), v) for k, v in times.items()}
+    rate = {k: _median_rate(len(rows), v) for k, v in times.items()}
+    ratio = {k: _median_ratio(times["plain"], v) for k, v in times.items()}
     cpu_ms = {k: 1e3 * statistics.median(v) / len(rows) for k, v in cpu.items()}
     print(f"math ({len(rows)} labelled pairs, {args.processes} processes, median of {args.rounds} rounds):")
     print(f"  {'':40} {'verdicts/s':>10} {'ratio':>6} {'CPU ms/verdict':>15}")
@@ -143,11 +150,11 @@ async def bench_math(args: argparse.Namespace) -> tuple[float, float]:
         "service": f"verifier service (gRPC, {args.batch} tasks/call)",
     }
     for key, label in labels.items():
-        print(f"  {label:40} {rate[key]:10.0f} {rate[key] / rate['plain']:6.2f} {cpu_ms[key]:15.2f}")
+        print(f"  {label:40} {rate[key]:10.0f} {ratio[key]:6.2f} {cpu_ms[key]:15.2f}")
     print(f"  verdicts differing from plain math-verify: {mismatches}")
     if mismatches:
         raise SystemExit("math verdicts differ from plain math-verify")
-    return rate["service"], rate["plain"]
+    return rate["service"], rate["plain"], ratio["service"]
 
 
 # ---- code -------------------------------------------------------------------------------------
@@ -238,7 +245,7 @@ async def _fresh_round(
     return time.perf_counter() - start, sum(passed)
 
 
-async def bench_code(args: argparse.Namespace) -> tuple[float, float]:
+async def bench_code(args: argparse.Namespace) -> tuple[float, float, float]:
     work = _code_workload(args.code_tasks, args.tests_per_task)
     num_tests = sum(len(t) for _, t in work)
     verifier = Verifier(
@@ -262,13 +269,14 @@ async def bench_code(args: argparse.Namespace) -> tuple[float, float]:
             print(f"  code round {r + 1}: " + ", ".join(f"{k} {num_tests / times[k][-1]:.0f} tests/s" for k in order))
             if passed["ours"] != passed["fresh"]:
                 raise SystemExit(f"code verdicts differ: {passed}")
-    rate = {k: _median_rate([num_tests] * len(v), v) for k, v in times.items()}
+    rate = {k: _median_rate(num_tests, v) for k, v in times.items()}
+    ratio = _median_ratio(times["fresh"], times["ours"])
     print(
         f"code ({len(work)} tasks x {args.tests_per_task} stdin/stdout tests, concurrency {args.concurrency}, median of {args.rounds} rounds):"
     )
     print(f"  one fresh bubblewrap sandbox per test  {rate['fresh']:8.0f} tests/s")
-    print(f"  verifier (sandbox per task, fork/test) {rate['ours']:8.0f} tests/s  x{rate['ours'] / rate['fresh']:.2f}")
-    return rate["ours"], rate["fresh"]
+    print(f"  verifier (sandbox per task, fork/test) {rate['ours']:8.0f} tests/s  x{ratio:.2f}")
+    return rate["ours"], rate["fresh"], ratio
 
 
 def main(argv: Sequence[str]) -> int:
@@ -285,10 +293,10 @@ def main(argv: Sequence[str]) -> int:
     args = p.parse_args(list(argv))
     headline = []
     if args.only in (None, "math"):
-        ours, plain = asyncio.run(bench_math(args))
-        headline.append(f"math {ours:.0f} verdicts/s vs plain math-verify {plain:.0f}/s -> ratio {ours / plain:.2f}")
+        ours, plain, ratio = asyncio.run(bench_math(args))
+        headline.append(f"math {ours:.0f} verdicts/s vs plain math-verify {plain:.0f}/s -> ratio {ratio:.2f}")
     if args.only in (None, "code"):
-        ours, fresh = asyncio.run(bench_code(args))
-        headline.append(f"code {ours:.0f} tests/s vs fresh sandbox per test {fresh:.0f}/s -> ratio {ours / fresh:.2f}")
+        ours, fresh, ratio = asyncio.run(bench_code(args))
+        headline.append(f"code {ours:.0f} tests/s vs fresh sandbox per test {fresh:.0f}/s -> ratio {ratio:.2f}")
     print("verifier: " + "; ".join(headline))
     return 0
