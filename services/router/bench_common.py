@@ -130,13 +130,15 @@ class Procs:
         argv = [sys.executable, "-m", "services.router.bench_clients", worker.target, f"127.0.0.1:{port}"]
         return await self._ready(self._spawn("py-passthrough", argv, f"127.0.0.1:{port}", cpu))
 
-    async def smg(self, workers: Sequence[Proc], policy: str, cpu: int | None = None) -> Proc:
+    async def smg(
+        self, workers: Sequence[Proc], policy: str, cpu: int | None = None, extra: Sequence[str] = (), tag: str = ""
+    ) -> Proc:
         port = free_port()
         argv = [str(SMG), "launch", "--worker-urls", *(f"grpc://{w.target}" for w in workers)]
         argv += ["--model-path", str(self.model), "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--prometheus-port", str(free_port()), "--policy", policy, "--log-level", "warn"]
-        argv += ["--shutdown-grace-period-secs", "1"]
-        proc = self._spawn(f"smg-{policy}", argv, f"http://127.0.0.1:{port}", cpu)
+        argv += ["--shutdown-grace-period-secs", "1", *extra]
+        proc = self._spawn(f"smg-{policy}{tag}", argv, f"http://127.0.0.1:{port}", cpu)
         await self._smg_ready(proc, len(workers))
         return proc
 

@@ -26,6 +26,15 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 from services.router.bench_clients import Client, OursClient, Reply, SmgClient
 from services.router.bench_common import PROFILES, Proc, Procs, median, ratio, say, table
 
+# (name suffix, policy, extra flags). SMG's default cache_aware index is fed by the workers' KV events, which the
+# sim worker does not publish (SMG logs "cache-aware routing sees nothing of its cache"); its `hash` index places
+# requests by a hash of the prompt head and needs no events, so both are measured.
+SMG_VARIANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("", "cache_aware", ()),
+    (" hash", "cache_aware", ("--cache-index", "hash", "--cache-boundaries", "256")),
+    ("", "round_robin", ()),
+)
+
 
 def add_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("3. cache-aware routing (GRPO-shaped)")
@@ -41,6 +50,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grpo-time-scale", type=float, default=1.0, help="sim worker time scale (1 = modelled H200)")
     g.add_argument("--grpo-rounds", type=int, default=2, help="alternating rounds (each runs every router once)")
     g.add_argument("--grpo-profile", default=str(PROFILES / "bench-grpo.json"))
+    g.add_argument(
+        "--grpo-smg-args",
+        default="--worker-wedge-secs 120",
+        help="extra flags for every SMG here (default: do not call a worker wedged after 3 s without a token, "
+        "which non-streamed requests queued behind a long prefill always are)",
+    )
 
 
 def quick(args: argparse.Namespace) -> None:
@@ -128,9 +143,9 @@ async def cache_part(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
     for policy in ("cache_aware", "round_robin"):
         clients[f"ours {policy}"] = OursClient((await procs.router(workers, tok, policy, extra=admit)).target)
     if not args.skip_smg:
-        for policy in ("cache_aware", "round_robin"):
-            target = (await procs.smg(workers, policy)).target
-            clients[f"smg {policy}"] = SmgClient(target, await SmgClient.model_name(target), connections=total)
+        for name, policy, extra in SMG_VARIANTS:
+            target = (await procs.smg(workers, policy, extra=[*extra, *args.grpo_smg_args.split()], tag=name)).target
+            clients[f"smg {policy}{name}"] = SmgClient(target, await SmgClient.model_name(target), connections=total)
     names = list(clients)
     results: dict[str, list[Outcome]] = {k: [] for k in names}
     try:
@@ -172,7 +187,13 @@ async def cache_part(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
     ca = tokens_s["ours cache_aware"]
     text += f"\nours cache_aware / ours round_robin: {ratio(ca, rr):.2f}"
     figures = {"cache_vs_rr": ratio(ca, rr)}
-    if "smg cache_aware" in tokens_s:
-        figures["cache_vs_smg"] = ratio(ca, tokens_s["smg cache_aware"])
-        text += f"; ours cache_aware / smg cache_aware: {figures['cache_vs_smg']:.2f}"
+    smg_ca = {k: v for k, v in tokens_s.items() if k.startswith("smg cache_aware")}
+    if smg_ca:
+        best = max(smg_ca, key=smg_ca.__getitem__)
+        figures["cache_vs_smg"] = ratio(ca, smg_ca[best])
+        text += f"; ours cache_aware / best SMG cache_aware ({best}): {figures['cache_vs_smg']:.2f}"
+        text += (
+            f"\nSMG runs with `{args.grpo_smg_args}`; its default cache_aware index is fed by worker KV events, which "
+            "sim workers do not publish, so the `hash` index (--cache-index hash --cache-boundaries 256) is shown too"
+        )
     return text, figures

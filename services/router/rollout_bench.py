@@ -247,7 +247,7 @@ def report(args: argparse.Namespace, runs: dict[str, list[Run]], verdicts: str) 
                 "wall s",
                 "groups done",
                 "samples done",
-                "aborted",
+                "aborted/unstarted",
                 "samples/s",
                 "tokens/s",
                 "worker idle",

@@ -63,7 +63,13 @@ def test_router_bench_prints_three_tables_without_errors_and_the_overhead_headli
     assert [r[0] for r in throughput] == ["ours", "smg", "py-passthrough"] and all(r[-1] == "0" for r in throughput)
     assert all(float(r[1]) > 0 for r in throughput)
     cache = rows(lines, "router policy")
-    assert [r[0] for r in cache] == ["ours cache_aware", "ours round_robin", "smg cache_aware", "smg round_robin"]
+    assert [r[0] for r in cache] == [
+        "ours cache_aware",
+        "ours round_robin",
+        "smg cache_aware",
+        "smg cache_aware hash",
+        "smg round_robin",
+    ]
     assert all(r[-1] == "0" for r in cache)
     assert re.fullmatch(r"router overhead p50: ours [\d.]+ ms vs smg -?[\d.]+ ms -> ratio -?[\d.]+|.*n/a.*", lines[-1])
 
