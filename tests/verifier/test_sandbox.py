@@ -201,3 +201,13 @@ async def test_a_fork_and_allocate_bomb_is_capped_by_the_sandbox_memory_cgroup(s
     assert peak <= FAST_LIMITS.memory_bytes + (256 << 20)
     score = await run_code(sandbox, bomb, [CodeTest("", "0")])
     assert _statuses(score) == [TestStatus.MEMORY_LIMIT]
+
+
+async def test_a_test_cannot_ptrace_or_read_the_runner(sandbox: RecordingSandbox) -> None:
+    probe = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nattached = libc.ptrace(16, 1, 0, 0) == 0\n"
+        "try:\n    open('/proc/1/mem', 'rb').read(1)\n    readable = True\nexcept OSError:\n    readable = False\n"
+        "print('attach', attached, 'mem', readable)"
+    )
+    score = await run_code(sandbox, probe, [CodeTest("", "attach False mem False")])
+    assert _statuses(score) == [TestStatus.PASSED], score.tests[0].detail
