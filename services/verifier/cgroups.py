@@ -88,10 +88,12 @@ class MemoryCgroups:
 
     @staticmethod
     def join(path: Path | None, root_pid: int) -> None:
-        """Move `root_pid` and its descendants into `path` (their later children inherit it)."""
+        """Move `root_pid`, then its descendants, into `path` (children forked later inherit it)."""
         if path is None:
             return
-        for pid in process_tree(root_pid):
+        with contextlib.suppress(OSError):
+            (path / "cgroup.procs").write_text(str(root_pid))
+        for pid in process_tree(root_pid)[1:]:
             with contextlib.suppress(OSError):
                 (path / "cgroup.procs").write_text(str(pid))
 

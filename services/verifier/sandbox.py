@@ -63,6 +63,7 @@ class Limits:
         }
 
 
+COMPILE_CGROUP_BYTES = 1 << 30  # the whole compiler (g++, cc1plus, as, ld) inside the sandbox's memory cgroup
 COMPILE_LIMITS = Limits(
     time_limit_s=15.0,
     memory_bytes=2 << 30,
@@ -195,6 +196,12 @@ class Session:
             await self.close()
             raise SandboxError(f"could not start the sandbox: {e}") from e
         self.pid = self._proc.pid
+        # The runner waits for our header, so nothing untrusted has run: cap the whole sandbox now
+        # (bwrap first, so a runner it forks later inherits the cgroup; then whatever it already forked).
+        test_bytes = max(self._limits.memory_bytes, COMPILE_CGROUP_BYTES if self._language == "cpp" else 0)
+        cgroups = self._sandbox.cgroups
+        self._cgroup = cgroups.open(test_bytes + config.tmp_bytes + config.shm_bytes + config.runner_bytes)
+        cgroups.join(self._cgroup, self._proc.pid)
         self._stderr_task = asyncio.create_task(self._read_stderr())
         header = {
             "lang": self._language,
@@ -215,12 +222,6 @@ class Session:
             raise
         if meta.get("kind") == "compile" and not meta.get("ok"):
             self.compile_error = err.decode("utf-8", "replace") or "compile error"
-        # Nothing untrusted has run yet (tests start on our next message): cap the whole sandbox now.
-        cgroups = self._sandbox.cgroups
-        self._cgroup = cgroups.open(
-            self._limits.memory_bytes + config.tmp_bytes + config.shm_bytes + config.runner_bytes
-        )
-        cgroups.join(self._cgroup, self._proc.pid)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
