@@ -12,7 +12,6 @@ from services.verifier import bench
 DATA = Path(__file__).parent / "data" / "math_pairs.jsonl"
 
 
-@pytest.mark.slow
 def test_bench_prints_both_ratios_last(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     small = tmp_path / "pairs.jsonl"
     small.write_text("\n".join(DATA.read_text().splitlines()[:24]) + "\n")
