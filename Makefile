@@ -31,7 +31,7 @@ proto-check: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy services/common operators loadtest
+	$(BIN)/mypy services operators loadtest
 
 test: setup proto-check lint
 	$(BIN)/pytest $(PYTEST_ARGS)

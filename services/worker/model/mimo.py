@@ -295,4 +295,5 @@ class MiMoForCausalLM(nn.Module):
         pos = positions if positions.dim() == 2 else positions[None].expand(embeds.shape[:2])
         embeds = embeds.masked_fill((pos == 0)[..., None], 0.0)
         cos, sin = self._rotary(positions, hidden.dtype)
-        return self.model.mtp_layers[layer_idx].forward_mtp(hidden, embeds, cos, sin, kv_cache, key_mask)
+        layer: MTPLayer = self.model.mtp_layers[layer_idx]  # type: ignore[assignment]
+        return layer.forward_mtp(hidden, embeds, cos, sin, kv_cache, key_mask)
