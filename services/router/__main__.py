@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verifier", default=env("verifier", "127.0.0.1:50053"), help="verifier service host:port")
     p.add_argument("--policy", choices=sorted(POLICIES), default=env("policy", "cache_aware"))
     p.add_argument("--model-name", default=env("model-name", "mimo"), help="the model id clients see")
-    p.add_argument("--max-in-flight", type=int, default=int(env("max-in-flight", "256") or 256))
+    p.add_argument("--max-in-flight", type=int, default=int(env("max-in-flight", "1024") or 1024))
     p.add_argument("--max-queue", type=int, default=int(env("max-queue", "1024") or 1024))
     p.add_argument("--queue-timeout-s", type=float, default=float(env("queue-timeout-s", "30") or 30))
     p.add_argument("--max-attempts", type=int, default=3, help="tries per request before the first token")

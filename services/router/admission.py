@@ -25,7 +25,7 @@ class Rejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AdmissionConfig:
-    max_in_flight: int = 256
+    max_in_flight: int = 1024
     max_queue: int = 1024
     queue_timeout_s: float = 30.0
 
@@ -34,12 +34,9 @@ class Admission:
     def __init__(self, config: AdmissionConfig) -> None:
         self.config = config
         self.in_flight = 0
+        self.queued = 0  # waiters not yet granted nor given up
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # (-priority, seq, future)
         self._seq = itertools.count()
-
-    @property
-    def queued(self) -> int:
-        return sum(1 for *_, f in self._waiters if not f.done())
 
     def _retry_after_s(self) -> float:
         return min(5.0, 0.05 * (1 + self.queued / max(1, self.config.max_in_flight)))
@@ -48,7 +45,7 @@ class Admission:
     async def slot(self, priority: int = 0, timeout_s: float | None = None) -> AsyncIterator[float]:
         """Hold one in-flight slot for the body; yields the time spent queued."""
         start = time.monotonic()
-        if self.in_flight >= self.config.max_in_flight or self._waiters:
+        if self.in_flight >= self.config.max_in_flight or self.queued:
             await self._wait(priority, timeout_s)
         else:
             self.in_flight += 1
@@ -72,6 +69,8 @@ class Admission:
             )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (-priority, next(self._seq), future))
+        self.queued += 1
+        self._wake()  # a slot may be free already (the queue only holds arrivals in priority order)
         metrics.QUEUED.set(self.queued)
         limit = self.config.queue_timeout_s if timeout_s is None else min(timeout_s, self.config.queue_timeout_s)
         try:
@@ -80,6 +79,7 @@ class Admission:
             if future.done() and not future.cancelled():  # granted just as the timer fired: keep it
                 return
             future.cancel()
+            self.queued -= 1
             metrics.REJECTED.labels("queue_timeout").inc()
             raise Rejected(
                 "queue_timeout", f"waited {limit:.1f}s in the router queue without a free slot", self._retry_after_s()
@@ -88,6 +88,8 @@ class Admission:
             if future.done() and not future.cancelled():
                 self.in_flight -= 1  # a slot was handed over but the caller left: pass it on
                 self._wake()
+            else:
+                self.queued -= 1
             future.cancel()
             raise
         finally:
@@ -98,4 +100,5 @@ class Admission:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
                 self.in_flight += 1
+                self.queued -= 1
                 future.set_result(None)

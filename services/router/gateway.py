@@ -102,12 +102,13 @@ class Gateway:
                     sample = job.samples[min(response.complete.index, job.n - 1)]
                     delta = sample.complete(response.complete)
                 if delta.token_ids:
-                    if not first:
-                        first = now
-                        metrics.TTFT.labels(job.method).observe(now - job.arrived)
-                    else:
-                        metrics.ITL.observe(now - last)
-                    last = now
+                    if job.stream:  # unary calls get their tokens all at once: no TTFT or ITL to speak of
+                        if not first:
+                            first = now
+                            metrics.TTFT.labels(job.method).observe(now - job.arrived)
+                        else:
+                            metrics.ITL.observe(now - last)
+                        last = now
                     metrics.GENERATED_TOKENS.inc(len(delta.token_ids))
                 yield delta
             metrics.E2E.labels(job.method).observe(time.monotonic() - job.arrived)

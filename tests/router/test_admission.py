@@ -75,7 +75,7 @@ async def test_cancelled_waiter_does_not_leak_a_slot():
     release.set()
     await running
     await asyncio.gather(waiter, return_exceptions=True)
-    assert adm.in_flight == 0
+    assert adm.in_flight == 0 and adm.queued == 0
     async with adm.slot():
         assert adm.in_flight == 1
 
