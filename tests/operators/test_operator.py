@@ -124,7 +124,8 @@ async def test_step_up_scales_within_one_timer_period(
     kube.objects[POOLS, NAMESPACE, POOL] = pool_body()
     async with running_operator(kube, prometheus.url):
         await metrics_flowing(kube)
-        assert replicas(kube) == 1
+        # the status patch and the first write of spec.replicas are separate requests: either may land first
+        await wait_until(lambda: replicas(kube) == 1, "starts at minReplicas", 5)
         exporter.set_load(waiting=20)  # 5 replicas' worth at 4 waiting per replica
         elapsed = await wait_until(lambda: replicas(kube) == 5, "scaled up to 5", 10)
         await wait_until(lambda: bool(events(kube, "ScaledUp")), "a ScaledUp event", 5)
