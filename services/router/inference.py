@@ -106,35 +106,36 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             deadline=deadline,
         )
 
+    async def _respond(self, job: Job, response_type: Any) -> Any:
+        choices, usage = await self.gateway.collect(job)
+        return response_type(request_id=job.request_id, model=self.gateway.model_name, choices=choices, usage=usage)
+
+    async def _stream(self, job: Job, response_type: Any) -> AsyncIterator[Any]:
+        async for delta in self.gateway.run(job):
+            yield response_type(request_id=job.request_id, delta=delta)
+        yield response_type(request_id=job.request_id, usage=self.gateway.usage(job))
+
     @unary_errors
     async def Generate(self, request, context):
-        job = self._generate_job(request, context, "Generate", stream=False)
-        choices, usage = await self.gateway.collect(job)
-        return inference_pb2.GenerateResponse(
-            request_id=job.request_id, model=self.gateway.model_name, choices=choices, usage=usage
+        return await self._respond(
+            self._generate_job(request, context, "Generate", False), inference_pb2.GenerateResponse
         )
 
     @stream_errors
     async def GenerateStream(self, request, context):
-        job = self._generate_job(request, context, "GenerateStream", stream=True)
-        async for delta in self.gateway.run(job):
-            yield inference_pb2.GenerateStreamResponse(request_id=job.request_id, delta=delta)
-        yield inference_pb2.GenerateStreamResponse(request_id=job.request_id, usage=self.gateway.usage(job))
+        job = self._generate_job(request, context, "GenerateStream", True)
+        async for response in self._stream(job, inference_pb2.GenerateStreamResponse):
+            yield response
 
     @unary_errors
     async def Chat(self, request, context):
-        job = self._chat_job(request, context, "Chat", stream=False)
-        choices, usage = await self.gateway.collect(job)
-        return inference_pb2.ChatResponse(
-            request_id=job.request_id, model=self.gateway.model_name, choices=choices, usage=usage
-        )
+        return await self._respond(self._chat_job(request, context, "Chat", False), inference_pb2.ChatResponse)
 
     @stream_errors
     async def ChatStream(self, request, context):
-        job = self._chat_job(request, context, "ChatStream", stream=True)
-        async for delta in self.gateway.run(job):
-            yield inference_pb2.ChatStreamResponse(request_id=job.request_id, delta=delta)
-        yield inference_pb2.ChatStreamResponse(request_id=job.request_id, usage=self.gateway.usage(job))
+        job = self._chat_job(request, context, "ChatStream", True)
+        async for response in self._stream(job, inference_pb2.ChatStreamResponse):
+            yield response
 
     async def ListModels(self, request, context):
         pool = self.gateway.dispatcher.pool
