@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +21,10 @@ from services.common.metrics import MetricsServer, rpc_metrics
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+
+
+class StartupError(RuntimeError):
+    """A service cannot start (a dependency unreachable, bad configuration); the message says what to fix."""
 
 
 @dataclass(slots=True)
@@ -85,13 +90,27 @@ async def start(settings: ServerSettings, service: Service) -> RunningServer:
     names = [*service.names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     creds = _credentials(settings)
-    port = server.add_secure_port(settings.listen, creds) if creds else server.add_insecure_port(settings.listen)
+    try:
+        port = server.add_secure_port(settings.listen, creds) if creds else server.add_insecure_port(settings.listen)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {settings.listen}")
-    metrics = MetricsServer(settings.metrics_host, settings.metrics_port) if settings.metrics_port is not None else None
+        raise StartupError(f"--listen: cannot bind {settings.listen} (in use, or not an address of this host)")
+    try:
+        metrics = (
+            MetricsServer(settings.metrics_host, settings.metrics_port) if settings.metrics_port is not None else None
+        )
+    except OSError as e:
+        raise StartupError(f"--metrics-port: cannot serve metrics on {settings.metrics_port}: {e.strerror}") from e
     await server.start()
-    for hook in service.on_start:
-        await hook()
+    try:
+        for hook in service.on_start:
+            await hook()
+    except BaseException:
+        await server.stop(0)
+        if metrics:
+            metrics.stop()
+        raise
     for name in [*service.names, ""]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = settings.listen.rpartition(":")[0]
@@ -124,4 +143,8 @@ def run(settings: ServerSettings, build: Callable[[], Awaitable[Service]]) -> in
     async def main() -> int:
         return await serve_until_signal(settings, await build())
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except StartupError as e:
+        print(f"mimo-serve {settings.service}: {e}", file=sys.stderr)
+        return 2

@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=3, help="tries per request before the first token")
     p.add_argument("--health-interval-s", type=float, default=2.0)
     p.add_argument("--auth-token", default=env("auth-token", None), help="require `authorization: Bearer TOKEN`")
+    p.add_argument(
+        "--tokenizer-timeout-s", type=float, default=60.0, help="how long to wait for the tokenizer at start"
+    )
     p.add_argument("--tokenizer-cache", type=Path, default=None, help="where fetched tokenizer artifacts are kept")
     return p
 
@@ -87,7 +90,7 @@ def main(argv: Sequence[str]) -> int:
             rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(gateway, rewards), server)
 
         async def on_start() -> None:
-            await tokenizer.start()
+            await tokenizer.start(args.tokenizer_timeout_s)
             await discovery.start()
             pool.start()
 

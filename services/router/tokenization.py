@@ -16,6 +16,7 @@ import grpc
 from mimo_client.v1 import common_pb2, tokenizer_pb2, tokenizer_pb2_grpc
 from tokenizers import Tokenizer
 
+from services.common.server import StartupError
 from services.router.requests import InvalidRequest
 from services.tokenizer.artifacts import ArtifactsError, LoadedTokenizer, load_tokenizer_dir, save_artifact_chunks
 from services.tokenizer.chat import ChatTemplate, ChatTemplateError, Message
@@ -58,7 +59,7 @@ class RouterTokenizer:
         self._task: asyncio.Task[None] | None = None
         self.current: TokenizerSnapshot | None = None
 
-    async def start(self, timeout_s: float = 60.0) -> None:
+    async def start(self, timeout_s: float = 60.0) -> None:  # StartupError when the service never answers
         """Fetch the artifacts (waiting for the service up to `timeout_s`), then watch for changes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -68,7 +69,9 @@ class RouterTokenizer:
                 break
             except grpc.aio.AioRpcError as e:
                 if loop.time() > deadline:
-                    raise RuntimeError(f"--tokenizer: tokenizer service unreachable: {e.details()}") from e
+                    raise StartupError(
+                        f"--tokenizer: tokenizer service unreachable after {timeout_s:.0f}s: {e.details()}"
+                    ) from e
                 await asyncio.sleep(0.5)
         self._task = asyncio.create_task(self._watch())
 

@@ -114,3 +114,16 @@ async def test_metrics_count_calls_by_method_and_code(server):
     assert 'mimo_sleepy_requests_total{code="OK",method="CountTokens"} 3.0' in body
     assert 'mimo_sleepy_requests_total{code="INVALID_ARGUMENT",method="CountTokens"} 1.0' in body
     assert 'mimo_sleepy_request_duration_seconds_count{code="OK",method="CountTokens"} 3.0' in body
+
+
+def test_port_in_use_is_a_clear_startup_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, str(SERVER), "--listen", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60
+        )
+    assert out.returncode == 2
+    assert f"mimo-serve sleepy: --listen: cannot bind 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
