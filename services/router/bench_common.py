@@ -20,7 +20,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.stack import free_port
+from services.common.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "services" / "worker" / "sim" / "profiles"

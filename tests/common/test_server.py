@@ -17,13 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
+from services.common.net import free_port
+
 SERVER = Path(__file__).with_name("sleepy_server.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

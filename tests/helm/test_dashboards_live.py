@@ -19,7 +19,6 @@ import contextlib
 import json
 import math
 import shutil
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -53,6 +52,8 @@ from services.stack import Stack, random_ports_plan
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operators"))
 from autoscaler_fixtures import VersionedEmulator, declare_resources
 
+from services.common.net import free_port
+
 pytestmark = [pytest.mark.e2e, pytest.mark.kmock(cls=VersionedEmulator)]
 
 LOAD_S = 10.0  # every kind of call keeps coming for this long, so rate() sees it grow
@@ -78,12 +79,6 @@ CHART_VALUES = deep_merge(
         "monitoring": {"prometheusRule": {"enabled": True}},
     },
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dashboard_queries() -> list[tuple[str, str, str]]:

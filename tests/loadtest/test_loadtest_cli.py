@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import free_port
+from services.common.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,16 +24,12 @@ import kmock
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
+from services.common.net import free_port
+
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 SCRAPE_INTERVAL_S = 1.0
 POOL = "llm"
 NAMESPACE = "default"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -11,10 +11,11 @@ import kmock
 import pytest
 
 from router.stack_fixtures import SIM_PROFILE
+from services.common.net import free_port
 from services.router.breaker import CircuitBreaker
 from services.router.discovery import KubernetesDiscovery, matches_selector, pod_worker_url
 from services.router.workers import HealthPolicy, WorkerPool
-from services.stack import ChildSpec, Stack, free_port
+from services.stack import ChildSpec, Stack
 
 PODS = "v1/pods"
 NS = "serving"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import grpc
 from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
+from services.common.net import free_port
 from services.tokenizer.__main__ import main, resolve_model_dir
 
 
@@ -24,12 +24,6 @@ def test_relative_model_dir_falls_back_to_the_repository(tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert resolve_model_dir("services/tokenizer") == Path(__file__).resolve().parents[2] / "services/tokenizer"
     assert resolve_model_dir("elsewhere") == Path("elsewhere")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_cli_serves_the_directory_and_drains_on_sigterm(fixture_dir: Path):

@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -18,6 +17,7 @@ import grpc
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
+from services.common.net import free_port
 from services.common.server import Service
 from services.worker.engine_api import EngineUnavailable
 from services.worker.sglang.profile import SglangProfile, build_command, load_sglang_profile
@@ -72,12 +72,6 @@ def check_versions(versions: dict[str, str | None], profile: SglangProfile) -> N
             f"smg-grpc-servicer {servicer} cannot serve metrics in gRPC mode (SGLang refuses to start with "
             f"--enable-metrics); install 'smg-grpc-servicer>={_fmt(MIN_SERVICER_FOR_METRICS)}' or disable metrics"
         )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class SglangChild:

@@ -27,8 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
+from services.common.net import free_port
 from services.worker.engine_api import GenerateInput, SamplingConfig
-from services.worker.sglang.launcher import free_port
 from services.worker.sim.engine import SimEngine
 from services.worker.sim.profile import DEFAULT_PROFILE, SimProfile, load_profile
 from services.worker.sim.synthetic_model import write_synthetic_model

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,13 +19,12 @@ from services.worker.engine.core import CoreConfig, EngineCore
 from services.worker.engine_api import GenerateInput
 from services.worker.model import load_mimo
 from services.worker.server import build_service
-from services.worker.sglang.launcher import free_port
 from services.worker.tokenizer_files import read_model_info
 from tests.worker.engine.torch_fixtures import greedy, run_all, tokens_of, write_model_dir
+from tests.worker.smg_peer import chat_completion, needs_smg, running_smg
 
-SMG = Path(sys.executable).parent / "smg"
 TINY_MIMO = Path(__file__).resolve().parents[3] / "models" / "tiny-mimo"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SMG.exists(), reason="smg is not installed (pip install smg)")]
+pytestmark = [pytest.mark.slow, needs_smg]
 MESSAGES = [{"role": "user", "content": "What is 12 + 7?"}]
 MAX_TOKENS = 96  # enough for the tiny MiMo to finish its answer and stop on <|im_end|>
 
@@ -41,41 +36,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_model_dir(tmp_path_factory.mktemp("model"))
 
 
-def http(url: str, body: dict | None = None, timeout_s: float = 60.0) -> tuple[int, str]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 @pytest.fixture
 async def smg_url(model_dir: Path, tmp_path: Path) -> AsyncIterator[str]:
     settings = ServerSettings(service="worker", listen="127.0.0.1:0", metrics_port=None, grace_s=0.5)
     worker = await start(settings, build_service(TorchEngine(TorchEngineConfig(model_dir=str(model_dir)))))
-    port, prom = free_port(), free_port()
-    cmd = [str(SMG), "launch", "--worker-urls", f"grpc://127.0.0.1:{worker.port}", "--model-path", str(model_dir)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(prom), "--policy", "round_robin"]
-    log = (tmp_path / "smg.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            await asyncio.sleep(0.1)
-            if proc.poll() is not None:
-                pytest.fail(f"smg exited {proc.returncode}: {(tmp_path / 'smg.log').read_text()[-2000:]}")
-            try:
-                if (await asyncio.to_thread(http, f"{url}/health", None, 1.0))[0] == 200:
-                    break
-            except OSError:
-                continue
-        yield url
+        async with running_smg(worker.port, model_dir, tmp_path / "smg.log") as url:
+            yield url
     finally:
-        proc.kill()  # SMG's graceful shutdown takes seconds; nothing to drain here
-        proc.wait(timeout=10)
-        log.close()
         await worker.drain()
 
 
@@ -96,11 +64,7 @@ def direct_greedy_answer(model_dir: Path) -> tuple[str, int, int, str]:
 
 async def test_smg_chat_completion_through_the_torch_worker_equals_direct_greedy(smg_url: str, model_dir: Path) -> None:
     body = {"model": model_dir.name, "messages": MESSAGES, "max_tokens": MAX_TOKENS, "temperature": 0}
-    for _ in range(100):  # SMG's /health is up before it has registered the worker and loaded its tokenizer
-        status, text = await asyncio.to_thread(http, f"{smg_url}/v1/chat/completions", body)
-        if status not in (404, 503):
-            break
-        await asyncio.sleep(0.2)
+    status, text = await chat_completion(smg_url, body)
     assert status == 200, text
     reply = json.loads(text)
     want_text, want_prompt, want_completion, want_finish = await asyncio.to_thread(direct_greedy_answer, model_dir)

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
-from services.worker.sglang.launcher import free_port
+from services.common.net import free_port
 from services.worker.sglang.profile import SglangProfile, build_command
 
 FAKE_SGLANG = Path(__file__).parent / "fake_sglang"
