@@ -61,50 +61,41 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def _generate_job(self, request: inference_pb2.GenerateRequest, context, method: str, stream: bool) -> Job:
-        self.gateway.check_model(request.model)
-        validate_sampling(request.sampling)
-        n = validate_common(request.n, request.top_logprobs)
-        kind = request.WhichOneof("input")
-        if kind is None:
-            raise InvalidRequest("input", "set text or token_ids")
-        ids = self.gateway.tokenizer.encode(request.text) if kind == "text" else list(request.token_ids.ids)
-        if kind == "text" and not request.text:
-            raise InvalidRequest("text", "must not be empty")
+    def _job(self, request: Any, context, method: str, stream: bool, ids: list[int], split_reasoning: bool) -> Job:
+        """The fields Generate and Chat requests share (checked by the caller before encoding)."""
         return Job(
             method,
             ids,
             request.sampling,
-            n,
+            max(1, request.n),
             request.return_logprobs,
             request.top_logprobs,
             request.priority,
-            request.split_reasoning,
+            split_reasoning,
             stream,
             request.request_id,
             deadline=deadline_of(context),
         )
 
-    def _chat_job(self, request: inference_pb2.ChatRequest, context, method: str, stream: bool) -> Job:
+    def _check_common(self, request: Any) -> None:
         self.gateway.check_model(request.model)
         validate_sampling(request.sampling)
+        validate_common(request.n, request.top_logprobs)
+
+    def _generate_job(self, request: inference_pb2.GenerateRequest, context, method: str, stream: bool) -> Job:
+        self._check_common(request)
+        kind = request.WhichOneof("input")
+        if kind is None:
+            raise InvalidRequest("input", "set text or token_ids")
+        if kind == "text" and not request.text:
+            raise InvalidRequest("text", "must not be empty")
+        ids = self.gateway.tokenizer.encode(request.text) if kind == "text" else list(request.token_ids.ids)
+        return self._job(request, context, method, stream, ids, request.split_reasoning)
+
+    def _chat_job(self, request: inference_pb2.ChatRequest, context, method: str, stream: bool) -> Job:
+        self._check_common(request)
         validate_messages(request.messages)
-        n = validate_common(request.n, request.top_logprobs)
-        deadline = deadline_of(context)
-        ids = self.gateway.chat_ids(request.messages)
-        return Job(
-            method,
-            ids,
-            request.sampling,
-            n,
-            request.return_logprobs,
-            request.top_logprobs,
-            request.priority,
-            True,
-            stream,
-            request.request_id,
-            deadline=deadline,
-        )
+        return self._job(request, context, method, stream, self.gateway.chat_ids(request.messages), True)
 
     async def _respond(self, job: Job, response_type: Any) -> Any:
         choices, usage = await self.gateway.collect(job)
