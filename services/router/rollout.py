@@ -14,7 +14,14 @@ from mimo_client.v1 import common_pb2, rollout_pb2, verifier_pb2
 from services.router import metrics_rollout as metrics
 from services.router.gateway import Gateway, Job
 from services.router.outputs import Sample
-from services.router.requests import RL_DEFAULTS, InvalidRequest, validate_common, validate_messages, validate_sampling
+from services.router.requests import (
+    RL_DEFAULTS,
+    InvalidRequest,
+    validate_common,
+    validate_input_ids,
+    validate_messages,
+    validate_sampling,
+)
 from services.router.rewards import RewardClient
 
 DEFAULT_MAX_SAMPLES_IN_FLIGHT = 256
@@ -45,8 +52,8 @@ class Clock:
         self.verifying += verifying
 
 
-def validate_rollout(request: rollout_pb2.RolloutRequest) -> int:
-    """Returns samples per prompt."""
+def validate_rollout(request: rollout_pb2.RolloutRequest, vocab_size: int) -> int:
+    """Every check that needs no worker, before anything starts; returns samples per prompt."""
     if not request.prompts:
         raise InvalidRequest("prompts", "must not be empty")
     validate_sampling(request.sampling)
@@ -57,6 +64,8 @@ def validate_rollout(request: rollout_pb2.RolloutRequest) -> int:
             raise InvalidRequest(f"prompts[{i}].input", "set messages or token_ids")
         if kind == "messages":
             validate_messages(p.messages.messages)
+        else:
+            validate_input_ids(p.token_ids.ids, vocab_size, f"prompts[{i}].token_ids")
         if p.WhichOneof("reward") is None:
             raise InvalidRequest(f"prompts[{i}].reward", "set math or code")
     fifo = request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_FIFO

@@ -17,6 +17,6 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
 
     @stream_errors
     async def Rollout(self, request, context):
-        n = validate_rollout(request)
+        n = validate_rollout(request, self.gateway.tokenizer.snapshot.vocab_size)
         async for event in stream_rollout(RolloutRun(self.gateway, self.rewards, request, n)):
             yield event

@@ -132,6 +132,14 @@ async def test_cancelling_the_stream_aborts_every_worker_request(stack, stub):
             "target_prompts",
         ),
         (rollout_pb2.RolloutRequest(prompts=prompts(2), samples_per_prompt=500), "samples_per_prompt"),
+        (
+            rollout_pb2.RolloutRequest(
+                prompts=[
+                    rollout_pb2.RolloutPrompt(token_ids=common_pb2.TokenIds(ids=[10**7]), math=verifier_pb2.MathTask())
+                ]
+            ),
+            "prompts[0].token_ids",
+        ),
     ],
 )
 async def test_bad_rollout_requests_name_the_field(stub, request_, field):
