@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("operators.autoscaler.main", "run the MiMoPool operator and autoscaler (kopf)"),
     "demo": ("services.demo", "a streamed chat and a small rollout with rewards, for a person"),
     "bench": (
-        "services.bench",
+        "bench",
         "side-by-side benchmarks: router | rollout | verifier | tokenizer | engine | autoscaler",
     ),
 }

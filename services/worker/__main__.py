@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sim_build(args: argparse.Namespace):
     from services.worker.server import build_service
-    from services.worker.sim.engine import SimEngine
-    from services.worker.sim.profile import load_profile
+    from services.worker.engines.sim.engine import SimEngine
+    from services.worker.engines.sim.profile import load_profile
 
     profile = load_profile(args.profile).with_overrides(
         is_mtp_enabled=False if args.no_mtp else None,
@@ -68,7 +68,7 @@ def _sim_build(args: argparse.Namespace):
 def _torch_build(args: argparse.Namespace):
     from services.worker.server import build_service
 
-    engine_module = importlib.import_module("services.worker.engine")
+    engine_module = importlib.import_module("services.worker.engines.torch")
 
     async def build() -> Service:
         return build_service(engine_module.build_engine(args))
@@ -88,12 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 build = _torch_build(args)
             except ModuleNotFoundError as e:
-                if e.name and e.name.startswith("services.worker.engine"):
+                if e.name and e.name.startswith("services.worker.engines.torch"):
                     print("mimo-serve worker: torch engine not built yet", file=sys.stderr)
                     return 2
                 raise
         else:
-            from services.worker.sglang.launcher import SglangSetupError, sglang_build
+            from services.worker.engines.sglang.launcher import SglangSetupError, sglang_build
 
             try:
                 build = sglang_build(args)

@@ -57,7 +57,7 @@ from services.common.net import free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.kmock(cls=VersionedEmulator)]
 
 LOAD_S = 10.0  # every kind of call keeps coming for this long, so rate() sees it grow
-PROFILE = Path(__file__).resolve().parents[2] / "services/worker/sim/profiles/tiny-cpu.json"
+PROFILE = Path(__file__).resolve().parents[2] / "services/worker/engines/sim/profiles/tiny-cpu.json"
 POOLS = "serve.mimo.dev/v1alpha1/mimopools"
 # Two pools selected, as Grafana writes a multi-value variable into a regex.
 SUBSTITUTIONS = {"$__rate_interval": "30s", "$__range": "5m", "$namespace": NAMESPACE, "$pool": f"({POOL}|broken)"}

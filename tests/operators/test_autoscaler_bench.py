@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from operators.autoscaler import bench
-from operators.autoscaler.simulation import PoolState, RuleSetup, WorkerModel, first_decision_after, simulate
+from bench import autoscaler as bench
+from bench.autoscaler_sim import PoolState, RuleSetup, WorkerModel, first_decision_after, simulate
 from operators.autoscaler.spec import MetricKind, parse_scaling
 
 MODEL = WorkerModel(throughput_rps=2.0, slots=16, prefill_s=0.3, startup_s=30.0)

@@ -13,7 +13,9 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.stack import Stack, random_ports_plan
 
-SIM_PROFILE = Path(__file__).resolve().parents[2] / "services" / "worker" / "sim" / "profiles" / "tiny-cpu.json"
+SIM_PROFILE = (
+    Path(__file__).resolve().parents[2] / "services" / "worker" / "engines" / "sim" / "profiles" / "tiny-cpu.json"
+)
 
 
 @contextlib.asynccontextmanager

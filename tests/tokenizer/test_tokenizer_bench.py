@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from services.bench import main as bench_main
+from bench import main as bench_main
 
 
 def test_bench_prints_rounds_and_headline_last(fixture_dir: Path, capsys):

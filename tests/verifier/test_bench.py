@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.verifier import bench
+from bench import verifier as bench
 
 DATA = Path(__file__).parent / "data" / "math_pairs.jsonl"
 

@@ -18,9 +18,9 @@ from services.common.config import ServerSettings
 from services.common.server import start
 from services.worker.engine_api import Engine
 from services.worker.server import build_service
-from services.worker.sim.engine import SimEngine
-from services.worker.sim.profile import SimProfile
-from services.worker.sim.synthetic_model import write_synthetic_model
+from services.worker.engines.sim.engine import SimEngine
+from services.worker.engines.sim.profile import SimProfile
+from services.worker.engines.sim.synthetic_model import write_synthetic_model
 from tests.worker.engine.torch_fixtures import make_torch_engine
 
 REPO = Path(__file__).resolve().parents[3]

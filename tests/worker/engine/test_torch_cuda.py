@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.worker.engine.core import EngineCore
+from services.worker.engines.torch.core import EngineCore
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from tests.worker.engine.torch_fixtures import (
     SMALL,

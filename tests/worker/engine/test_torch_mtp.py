@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from services.worker.engine import mtp, sampler
-from services.worker.engine.core import EngineCore
+from services.worker.engines.torch import mtp, sampler
+from services.worker.engines.torch.core import EngineCore
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from tests.worker.engine.torch_fixtures import (
     SMALL,

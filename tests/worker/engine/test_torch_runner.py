@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from services.worker.bench import as_hf
-from services.worker.engine.block_manager import BlockManager
-from services.worker.engine.model_runner import ModelRunner
-from services.worker.engine.sequence import Sequence
-from services.worker.engine.stop import StopChecker
+from bench.engine import as_hf
+from services.worker.engines.torch.block_manager import BlockManager
+from services.worker.engines.torch.model_runner import ModelRunner
+from services.worker.engines.torch.sequence import Sequence
+from services.worker.engines.torch.stop import StopChecker
 from services.worker.engine_api import SamplingConfig
 from tests.worker.engine.torch_fixtures import SMALL, random_model
 

@@ -15,8 +15,8 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.config import ServerSettings
 from services.common.server import start
-from services.worker.engine import TorchEngine, TorchEngineConfig
-from services.worker.engine.core import CoreConfig, EngineCore
+from services.worker.engines.torch import TorchEngine, TorchEngineConfig
+from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.engine_api import GenerateInput
 from services.worker.model import load_mimo
 from services.worker.server import build_service
@@ -127,7 +127,7 @@ async def test_too_many_requests_in_flight_is_resource_exhausted(model_dir: Path
 
 def test_worker_flags_reach_the_engine(model_dir: Path) -> None:
     from services.worker.__main__ import build_parser
-    from services.worker.engine import build_engine
+    from services.worker.engines.torch import build_engine
 
     flags = ["--engine", "torch", "--model", str(model_dir), "--no-mtp", "--kv-cache-tokens", "256"]
     flags += ["--max-running-requests", "8", "--block-size", "8", "--max-batch-tokens", "512"]

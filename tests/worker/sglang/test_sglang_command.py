@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.worker.sglang.launcher import SglangSetupError, check_versions, installed_versions
-from services.worker.sglang.profile import SglangProfile, build_command, load_sglang_profile
+from services.worker.engines.sglang.launcher import SglangSetupError, check_versions, installed_versions
+from services.worker.engines.sglang.profile import SglangProfile, build_command, load_sglang_profile
 
 MIMO = "/models/XiaomiMiMo/MiMo-7B-RL"
 FAKE_SGLANG = Path(__file__).parent / "fake_sglang"

@@ -19,7 +19,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.net import free_port
-from services.worker.sglang.profile import SglangProfile, build_command
+from services.worker.engines.sglang.profile import SglangProfile, build_command
 
 FAKE_SGLANG = Path(__file__).parent / "fake_sglang"
 SERVICE = "sglang.grpc.scheduler.SglangScheduler"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.worker.sim.synthetic_model import write_synthetic_model
+from services.worker.engines.sim.synthetic_model import write_synthetic_model
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.engine_api import GenerateInput, OutputChunk, SamplingConfig
-from services.worker.sim.engine import SimEngine
-from services.worker.sim.profile import OutputLength, SimProfile
+from services.worker.engines.sim.engine import SimEngine
+from services.worker.engines.sim.profile import OutputLength, SimProfile
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.worker.sim.prefix_cache import PrefixCache
+from services.worker.engines.sim.prefix_cache import PrefixCache
 
 
 def test_matches_the_longest_cached_prefix_in_whole_pages() -> None:

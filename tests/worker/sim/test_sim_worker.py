@@ -17,8 +17,8 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 from services.common.config import ServerSettings
 from services.common.server import start
 from services.worker.server import build_service
-from services.worker.sim.engine import SimEngine
-from services.worker.sim.profile import SimProfile
+from services.worker.engines.sim.engine import SimEngine
+from services.worker.engines.sim.profile import SimProfile
 
 
 def generate(rid: str, max_new: int) -> pb.GenerateRequest:
@@ -90,7 +90,7 @@ def test_cli_needs_a_model_and_says_when_torch_is_missing() -> None:
         [sys.executable, "-m", "services.cli", "worker", "--engine", "sim"], capture_output=True, text=True
     )
     assert out.returncode == 2 and "--model" in out.stderr
-    has_torch_engine = (Path(__file__).parents[3] / "services" / "worker" / "engine").is_dir()
+    has_torch_engine = (Path(__file__).parents[3] / "services" / "worker" / "engines" / "torch").is_dir()
     if not has_torch_engine:
         out = subprocess.run(
             [sys.executable, "-m", "services.cli", "worker", "--engine", "torch", "--model", "/nonexistent"],

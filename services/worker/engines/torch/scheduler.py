@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from services.worker.engine.block_manager import BlockManager
-from services.worker.engine.sequence import SeqStatus, Sequence
+from services.worker.engines.torch.block_manager import BlockManager
+from services.worker.engines.torch.sequence import SeqStatus, Sequence
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.net import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-PROFILES = REPO / "services" / "worker" / "sim" / "profiles"
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO / "services" / "worker" / "engines" / "sim" / "profiles"
 SMG = Path(sys.executable).with_name("smg")
 
 
@@ -32,7 +32,7 @@ def model_dir(arg: str | None, tmp: Path) -> Path:
     the tiny MiMo checkpoint's 2k context is too short for the benches' prompts and outputs)."""
     if arg:
         return Path(arg).resolve()
-    from services.worker.sim.synthetic_model import write_synthetic_model
+    from services.worker.engines.sim.synthetic_model import write_synthetic_model
 
     return write_synthetic_model(tmp / "model", max_context_length=32768)
 
@@ -127,7 +127,7 @@ class Procs:
     async def passthrough(self, worker: Proc, cpu: int | None = None) -> Proc:
         """A minimal Python grpc.aio proxy in front of `worker` (see bench_clients.passthrough_main)."""
         port = free_port()
-        argv = [sys.executable, "-m", "services.router.bench_clients", worker.target, f"127.0.0.1:{port}"]
+        argv = [sys.executable, "-m", "bench.clients", worker.target, f"127.0.0.1:{port}"]
         return await self._ready(self._spawn("py-passthrough", argv, f"127.0.0.1:{port}", cpu))
 
     async def smg(

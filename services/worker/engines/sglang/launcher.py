@@ -20,7 +20,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 from services.common.net import free_port
 from services.common.server import Service
 from services.worker.engine_api import EngineUnavailable
-from services.worker.sglang.profile import SglangProfile, build_command, load_sglang_profile
+from services.worker.engines.sglang.profile import SglangProfile, build_command, load_sglang_profile
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class SglangChild:
 def sglang_build(args: argparse.Namespace) -> Callable[[], Awaitable[Service]]:
     """Check the install, build the profile and command; return `build()` for services.common.server.run."""
     from services.worker.server import build_service
-    from services.worker.sglang.engine import SglangEngine
+    from services.worker.engines.sglang.engine import SglangEngine
 
     try:
         profile = load_sglang_profile(

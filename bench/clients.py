@@ -179,7 +179,7 @@ class _Passthrough(pb_grpc.SglangSchedulerServicer):
 
 
 def passthrough_main() -> None:
-    """`python -m services.router.bench_clients WORKER LISTEN`: serve the pass-through (with gRPC health)."""
+    """`python -m bench.clients WORKER LISTEN`: serve the pass-through (with gRPC health)."""
     import asyncio
     import sys
 

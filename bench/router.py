@@ -25,9 +25,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from services.router import bench_grpo
-from services.router.bench_clients import Client, DirectClient, OursClient, SmgClient
-from services.router.bench_common import PROFILES, Procs, cpus, median, model_dir, pct, ratio, say, table
+from bench import grpo as bench_grpo
+from bench.clients import Client, DirectClient, OursClient, SmgClient
+from bench.common import PROFILES, Procs, cpus, median, model_dir, pct, ratio, say, table
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from services.worker.engine import sampler
-from services.worker.engine.attention import StepTensors, attn_meta
-from services.worker.engine.cuda_graphs import GraphCache, batch_bucket, column_bucket
-from services.worker.engine.layers import Kernels, fuse_layer, layer_forward
-from services.worker.engine.sequence import Sequence
+from services.worker.engines.torch import sampler
+from services.worker.engines.torch.attention import StepTensors, attn_meta
+from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, column_bucket
+from services.worker.engines.torch.layers import Kernels, fuse_layer, layer_forward
+from services.worker.engines.torch.sequence import Sequence
 from services.worker.model.mimo import MiMoForCausalLM, MTPLayer
 
 MAX_GRAPH_TOKENS_PER_SEQ = 2  # decode (1) and MTP verify (2) are graphed; prefill runs eagerly

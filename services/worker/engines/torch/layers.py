@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.worker.engine.attention import AttnMeta, paged_attention
+from services.worker.engines.torch.attention import AttnMeta, paged_attention
 from services.worker.model.mimo import DecoderLayer
 
 log = logging.getLogger(__name__)

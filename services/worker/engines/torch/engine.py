@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from services.worker.engine.core import CoreConfig, EngineCore, RequestOutput
+from services.worker.engines.torch.core import CoreConfig, EngineCore, RequestOutput
 from services.worker.engine_api import (
     EngineFull,
     EngineLoad,

@@ -7,13 +7,13 @@ import sys
 from collections.abc import Sequence
 
 BENCHES: dict[str, str] = {
-    "router": "services.router.bench",
-    "rollout": "services.router.rollout_bench",
-    "verifier": "services.verifier.bench",
-    "tokenizer": "services.tokenizer.bench",
-    "engine": "services.worker.bench",
-    "sim": "services.worker.sim.bench",
-    "autoscaler": "operators.autoscaler.bench",
+    "router": "bench.router",
+    "rollout": "bench.rollout",
+    "verifier": "bench.verifier",
+    "tokenizer": "bench.tokenizer",
+    "engine": "bench.engine",
+    "sim": "bench.sim",
+    "autoscaler": "bench.autoscaler",
 }
 
 

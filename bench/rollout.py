@@ -30,9 +30,9 @@ from mimo_client.v1 import common_pb2, rollout_pb2, rollout_pb2_grpc, verifier_p
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
-from services.router import bench_verifier
-from services.router.bench_common import PROFILES, Proc, Procs, median, model_dir, ratio, say, table
-from services.router.bench_grpo import flush
+from bench import verifier_front as bench_verifier
+from bench.common import PROFILES, Proc, Procs, median, model_dir, ratio, say, table
+from bench.grpo import flush
 
 MODES = {
     "synchronous": "batch -> wait for its last sample -> verify batch -> next batch, until the target groups",

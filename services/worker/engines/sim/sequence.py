@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from services.worker.engine_api import FinishReason, GenerateInput, OutputChunk, resolve_max_new_tokens
-from services.worker.sim.profile import OutputLength
+from services.worker.engines.sim.profile import OutputLength
 
 _MASK64 = (1 << 64) - 1
 

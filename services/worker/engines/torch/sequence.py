@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.worker.engine.stop import StopChecker
+from services.worker.engines.torch.stop import StopChecker
 from services.worker.engine_api import FinishReason, SamplingConfig
 
 

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from operators.autoscaler.simulation import RateFn, RuleSetup, RunResult, WorkerModel, first_decision_after, simulate
+from bench.autoscaler_sim import RateFn, RuleSetup, RunResult, WorkerModel, first_decision_after, simulate
 from operators.autoscaler.spec import ScalingSpec, parse_scaling
 
 MINUTE_S = 60.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engine.core import CoreConfig, EngineCore
+from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.model import MiMoConfig, MiMoForCausalLM, load_mimo
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from services.worker.engine.sequence import Sequence
+from services.worker.engines.torch.sequence import Sequence
 
 Generators = tuple[torch.Generator | None, ...]
 

@@ -38,7 +38,7 @@ from services.verifier.sandbox import Limits, SandboxConfig
 from services.verifier.server import make_service
 from services.verifier.verifier import Verifier, VerifierSettings
 
-DATA = Path(__file__).resolve().parents[2] / "tests" / "verifier" / "data" / "math_pairs.jsonl"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "verifier" / "data" / "math_pairs.jsonl"
 SOLUTIONS = {
     "sum": "import sys\nprint(sum(map(int, sys.stdin.read().split())))",
     "max": "import sys\nxs = list(map(int, sys.stdin.read().split()))\nprint(max(xs))",

@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Iterable
 
 from services.worker.engine_api import EngineLoad, FinishReason
-from services.worker.sim.prefix_cache import PrefixCache
-from services.worker.sim.profile import SimProfile
-from services.worker.sim.sequence import SimSeq, Vocabulary
+from services.worker.engines.sim.prefix_cache import PrefixCache
+from services.worker.engines.sim.profile import SimProfile
+from services.worker.engines.sim.sequence import SimSeq, Vocabulary
 
 RATE_WINDOW_S = 5.0
 

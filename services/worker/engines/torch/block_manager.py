@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from services.worker.engine.sequence import Sequence
+from services.worker.engines.torch.sequence import Sequence
 
 
 @dataclass(slots=True, eq=False)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from services.worker.engine import sampler
-from services.worker.engine.model_runner import ModelRunner, SeqResult, last_rows, token_logprobs
-from services.worker.engine.sequence import Sequence
+from services.worker.engines.torch import sampler
+from services.worker.engines.torch.model_runner import ModelRunner, SeqResult, last_rows, token_logprobs
+from services.worker.engines.torch.sequence import Sequence
 
 
 def draft(runner: ModelRunner, mtp_hidden: Tensor, rows: sampler.SamplingRows) -> tuple[Tensor, Tensor | None]:

@@ -81,7 +81,7 @@ def start_server(model_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "services.tokenizer", "--model", str(model_dir)]
     cmd += ["--listen", f"127.0.0.1:{port}", "--metrics-port", "-1", "--log-level", "WARNING"]
-    return subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2]), f"127.0.0.1:{port}"
+    return subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1]), f"127.0.0.1:{port}"
 
 
 def fmt_rate(tokens_per_s: float) -> str:

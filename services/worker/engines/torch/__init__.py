@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from services.worker.engine.engine import TorchEngine, TorchEngineConfig
+from services.worker.engines.torch.engine import TorchEngine, TorchEngineConfig
 
 __all__ = ["TorchEngine", "TorchEngineConfig", "build_engine", "config_from_args"]
 

@@ -23,8 +23,8 @@ import grpc
 from smg_grpc_proto.generated import common_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
-from services.router.bench_clients import Client, OursClient, Reply, SmgClient
-from services.router.bench_common import PROFILES, Proc, Procs, median, ratio, say, table
+from bench.clients import Client, OursClient, Reply, SmgClient
+from bench.common import PROFILES, Proc, Procs, median, ratio, say, table
 
 # (name suffix, policy, extra flags). SMG's default cache_aware index is fed by the workers' KV events, which the
 # sim worker does not publish (SMG logs "cache-aware routing sees nothing of its cache"); its `hash` index places

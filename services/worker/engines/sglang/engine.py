@@ -32,8 +32,8 @@ from services.worker.engine_api import (
     validate_common,
 )
 from services.worker.protocol import from_response, to_sampling_proto
-from services.worker.sglang.launcher import SglangChild
-from services.worker.sglang.profile import SglangProfile
+from services.worker.engines.sglang.launcher import SglangChild
+from services.worker.engines.sglang.profile import SglangProfile
 
 log = logging.getLogger(__name__)
 

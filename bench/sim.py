@@ -29,9 +29,9 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.net import free_port
 from services.worker.engine_api import GenerateInput, SamplingConfig
-from services.worker.sim.engine import SimEngine
-from services.worker.sim.profile import DEFAULT_PROFILE, SimProfile, load_profile
-from services.worker.sim.synthetic_model import write_synthetic_model
+from services.worker.engines.sim.engine import SimEngine
+from services.worker.engines.sim.profile import DEFAULT_PROFILE, SimProfile, load_profile
+from services.worker.engines.sim.synthetic_model import write_synthetic_model
 
 SERVICE = "sglang.grpc.scheduler.SglangScheduler"
 

@@ -19,9 +19,9 @@ from services.worker.engine_api import (
     OutputChunk,
     validate_common,
 )
-from services.worker.sim.profile import SimProfile
-from services.worker.sim.scheduler import SimScheduler
-from services.worker.sim.sequence import Vocabulary, make_samples
+from services.worker.engines.sim.profile import SimProfile
+from services.worker.engines.sim.scheduler import SimScheduler
+from services.worker.engines.sim.sequence import Vocabulary, make_samples
 from services.worker.tokenizer_files import read_model_info, special_token_ids
 
 SIM_VERSION = "0.1.0"

@@ -1,0 +1,1 @@
+"""The worker engines behind one protocol: torch (reference), sim (latency model), sglang (production)."""
