@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.engine_api import GenerateInput, SamplingConfig
+from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.model import MiMoConfig, MiMoForCausalLM, load_mimo
 
 Prompts = Callable[[int], list[list[int]]]  # round -> token ids of the batch

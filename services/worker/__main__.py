@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sim_build(args: argparse.Namespace):
-    from services.worker.server import build_service
     from services.worker.engines.sim.engine import SimEngine
     from services.worker.engines.sim.profile import load_profile
+    from services.worker.server import build_service
 
     profile = load_profile(args.profile).with_overrides(
         is_mtp_enabled=False if args.no_mtp else None,

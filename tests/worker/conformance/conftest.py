@@ -17,10 +17,10 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 from services.common.config import ServerSettings
 from services.common.server import start
 from services.worker.engine_api import Engine
-from services.worker.server import build_service
 from services.worker.engines.sim.engine import SimEngine
 from services.worker.engines.sim.profile import SimProfile
 from services.worker.engines.sim.synthetic_model import write_synthetic_model
+from services.worker.server import build_service
 from tests.worker.engine.torch_fixtures import make_torch_engine
 
 REPO = Path(__file__).resolve().parents[3]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.worker.engines.torch.core import EngineCore
 from services.worker.engine_api import GenerateInput, SamplingConfig
+from services.worker.engines.torch.core import EngineCore
 from tests.worker.engine.torch_fixtures import (
     SMALL,
     greedy,

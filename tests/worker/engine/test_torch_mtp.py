@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch import mtp, sampler
 from services.worker.engines.torch.core import EngineCore
-from services.worker.engine_api import GenerateInput, SamplingConfig
 from tests.worker.engine.torch_fixtures import (
     SMALL,
     greedy,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from bench.engine import as_hf
+from services.worker.engine_api import SamplingConfig
 from services.worker.engines.torch.block_manager import BlockManager
 from services.worker.engines.torch.model_runner import ModelRunner
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.engines.torch.stop import StopChecker
-from services.worker.engine_api import SamplingConfig
 from tests.worker.engine.torch_fixtures import SMALL, random_model
 
 BLOCK = 4

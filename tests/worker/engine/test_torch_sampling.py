@@ -8,9 +8,9 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch import sampler
 from services.worker.engines.torch.core import CoreConfig, EngineCore
-from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.model import load_mimo
 from tests.worker.engine.torch_fixtures import greedy, make_core, random_model, run_all, tokens_of, write_model_dir
 

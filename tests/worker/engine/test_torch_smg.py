@@ -14,9 +14,9 @@ from tokenizers import Tokenizer
 
 from services.common.config import ServerSettings
 from services.common.server import start
+from services.worker.engine_api import GenerateInput
 from services.worker.engines.torch import TorchEngine, TorchEngineConfig
 from services.worker.engines.torch.core import CoreConfig, EngineCore
-from services.worker.engine_api import GenerateInput
 from services.worker.model import load_mimo
 from services.worker.server import build_service
 from services.worker.tokenizer_files import read_model_info

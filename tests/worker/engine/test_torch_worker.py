@@ -15,9 +15,9 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.config import ServerSettings
 from services.common.server import start
+from services.worker.engine_api import GenerateInput
 from services.worker.engines.torch import TorchEngine, TorchEngineConfig
 from services.worker.engines.torch.core import CoreConfig, EngineCore
-from services.worker.engine_api import GenerateInput
 from services.worker.model import load_mimo
 from services.worker.server import build_service
 from tests.worker.engine.torch_fixtures import greedy, run_all, tokens_of, write_model_dir

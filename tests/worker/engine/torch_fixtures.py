@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from services.worker.engine_api import GenerateInput, OutputChunk, SamplingConfig
+from services.worker.engines.sim.synthetic_model import write_synthetic_model
 from services.worker.engines.torch import TorchEngine, TorchEngineConfig
 from services.worker.engines.torch.core import CoreConfig, EngineCore
-from services.worker.engine_api import GenerateInput, OutputChunk, SamplingConfig
 from services.worker.model.mimo import MiMoConfig, MiMoForCausalLM
-from services.worker.engines.sim.synthetic_model import write_synthetic_model
 
 SMALL = MiMoConfig(
     vocab_size=97,

@@ -16,9 +16,9 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.config import ServerSettings
 from services.common.server import start
-from services.worker.server import build_service
 from services.worker.engines.sim.engine import SimEngine
 from services.worker.engines.sim.profile import SimProfile
+from services.worker.server import build_service
 
 
 def generate(rid: str, max_new: int) -> pb.GenerateRequest:

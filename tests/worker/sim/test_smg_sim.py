@@ -10,9 +10,9 @@ import pytest
 
 from services.common.config import ServerSettings
 from services.common.server import start
-from services.worker.server import build_service
 from services.worker.engines.sim.engine import SimEngine
 from services.worker.engines.sim.profile import SimProfile
+from services.worker.server import build_service
 from tests.worker.smg_peer import chat_completion, needs_smg, running_smg
 
 pytestmark = needs_smg

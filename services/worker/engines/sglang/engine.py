@@ -31,9 +31,9 @@ from services.worker.engine_api import (
     OutputChunk,
     validate_common,
 )
-from services.worker.protocol import from_response, to_sampling_proto
 from services.worker.engines.sglang.launcher import SglangChild
 from services.worker.engines.sglang.profile import SglangProfile
+from services.worker.protocol import from_response, to_sampling_proto
 
 log = logging.getLogger(__name__)
 

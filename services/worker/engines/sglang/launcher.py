@@ -130,8 +130,8 @@ class SglangChild:
 
 def sglang_build(args: argparse.Namespace) -> Callable[[], Awaitable[Service]]:
     """Check the install, build the profile and command; return `build()` for services.common.server.run."""
-    from services.worker.server import build_service
     from services.worker.engines.sglang.engine import SglangEngine
+    from services.worker.server import build_service
 
     try:
         profile = load_sglang_profile(

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from services.worker.engine_api import EngineLoad, GenerateInput, OutputChunk, resolve_max_new_tokens
 from services.worker.engines.torch import mtp
 from services.worker.engines.torch.block_manager import BlockManager
 from services.worker.engines.torch.model_runner import ModelRunner, SeqResult
 from services.worker.engines.torch.scheduler import Scheduler, SchedulerConfig
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.engines.torch.stop import StopChecker
-from services.worker.engine_api import EngineLoad, GenerateInput, OutputChunk, resolve_max_new_tokens
 from services.worker.model.mimo import MiMoForCausalLM
 
 if TYPE_CHECKING:

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from services.worker.engines.torch.core import CoreConfig, EngineCore, RequestOutput
 from services.worker.engine_api import (
     EngineFull,
     EngineLoad,
@@ -31,6 +30,7 @@ from services.worker.engine_api import (
     OutputChunk,
     validate_common,
 )
+from services.worker.engines.torch.core import CoreConfig, EngineCore, RequestOutput
 from services.worker.model import MiMoForCausalLM, load_mimo
 from services.worker.tokenizer_files import read_model_info
 

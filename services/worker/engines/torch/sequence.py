@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.worker.engines.torch.stop import StopChecker
 from services.worker.engine_api import FinishReason, SamplingConfig
+from services.worker.engines.torch.stop import StopChecker
 
 
 class SeqStatus(enum.Enum):
