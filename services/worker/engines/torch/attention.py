@@ -1,5 +1,7 @@
-"""Paged attention in plain PyTorch: the KV of new tokens goes into slots, context comes from block tables.
+"""Paged attention metadata, and the exact PyTorch path (CPU, tests): context gathered through block tables.
 
+On CUDA the engine uses `kernels.paged_attention` (Triton, reads the cache in place) with a
+`KernelMeta`; the gather + masked SDPA below is the simple reference it is tested against.
 The step's new tokens are flat ([N, ...]); each sequence's context is gathered from the paged cache
 through its block table, and queries attend with a causal mask on absolute positions. Sequences
 with equal numbers of new tokens (decode, MTP verify) need no padding and can be CUDA-graphed.
@@ -25,6 +27,8 @@ class StepTensors:
     pad_index: Tensor | None = None  # [B*T] rows of the new tokens (N: a padding row), None if uniform
     unpad_index: Tensor | None = None  # [N] rows of the padded [B*T] layout
     use_graph: bool = False  # padded to a CUDA-graph shape (uniform decode or verify)
+    query_start: Tensor | None = None  # [B+1] kernel path, ragged steps: sequence b's rows start..end (else uniform)
+    max_query_len: int = 1  # new tokens of the longest sequence (the kernel's launch shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,31 @@ class AttnMeta:
     mask: Tensor  # [B, 1, rep*T or 1, S] additive (0 or -inf): query t may see context position s
     pad_index: Tensor | None
     unpad_index: Tensor | None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelMeta:
+    """The Triton path's metadata: block tables read in place, no gathered slots, no mask."""
+
+    slot_mapping: Tensor  # [N]
+    block_tables: Tensor  # [B, M]
+    query_start: Tensor  # [B+1]
+    seq_lens: Tensor  # [B] context length after this step's tokens
+    block_size: int
+    max_query_len: int
+    num_sms: int
+
+
+def kernel_meta(step: StepTensors, block_size: int, num_sms: int) -> KernelMeta:
+    """Uniform steps (graphs) derive the row starts from the shapes; every sequence's queries end its context."""
+    num_seqs = step.block_tables.shape[0]
+    num_q = step.max_query_len
+    query_start = step.query_start
+    if query_start is None:
+        num_q = step.positions.shape[0] // num_seqs
+        query_start = torch.arange(0, num_seqs * num_q + 1, num_q, device=step.positions.device)
+    seq_lens = step.positions[query_start[1:] - 1] + 1
+    return KernelMeta(step.slot_mapping, step.block_tables, query_start, seq_lens, block_size, num_q, num_sms)
 
 
 def attn_meta(step: StepTensors, block_size: int, num_q_per_kv: int, dtype: torch.dtype) -> AttnMeta:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.worker.engines.torch.attention import AttnMeta, paged_attention
+from services.worker.engines.torch.attention import AttnMeta, KernelMeta, paged_attention
 from services.worker.model.mimo import DecoderLayer
 
 log = logging.getLogger(__name__)
@@ -126,14 +126,23 @@ def layer_forward(
     sin_signed: Tensor,
     k_cache: Tensor,
     v_cache: Tensor,
-    meta: AttnMeta,
+    meta: AttnMeta | KernelMeta,
 ) -> Tensor:
     """One pre-norm Qwen2 block over the paged cache. x: [N, H] -> [N, H]; cos, sin_signed: [N, 1, D]."""
     num_tokens, d = x.shape[0], w.head_dim
     q_dim, kv_dim = w.num_q_heads * d, w.num_kv_heads * d
     qkv = F.linear(k.norm(x, w.norm1, w.eps), w.qkv_weight, w.qkv_bias)  # [N, q + 2 kv]
-    qk = k.rotary(qkv[:, : q_dim + kv_dim].view(num_tokens, -1, d), cos, sin_signed)  # [N, Hq + Hkv, D]
-    v = qkv[:, q_dim + kv_dim :].view(num_tokens, -1, d)
-    out = paged_attention(qk[:, : w.num_q_heads], qk[:, w.num_q_heads :], v, k_cache, v_cache, meta)
+    if isinstance(meta, KernelMeta):
+        from services.worker.engines.torch.kernels import paged_attention as kernels
+
+        q = kernels.rope_and_store(qkv, cos, sin_signed, meta.slot_mapping, k_cache, v_cache, w.num_q_heads)
+        out = kernels.paged_attention(
+            q, k_cache, v_cache, meta.block_tables, meta.query_start, meta.seq_lens,
+            meta.block_size, meta.max_query_len, meta.num_sms,
+        )  # fmt: skip
+    else:
+        qk = k.rotary(qkv[:, : q_dim + kv_dim].view(num_tokens, -1, d), cos, sin_signed)  # [N, Hq + Hkv, D]
+        v = qkv[:, q_dim + kv_dim :].view(num_tokens, -1, d)
+        out = paged_attention(qk[:, : w.num_q_heads], qk[:, w.num_q_heads :], v, k_cache, v_cache, meta)
     x = x + F.linear(out, w.o_weight)
     return x + F.linear(k.silu_mul(F.linear(k.norm(x, w.norm2, w.eps), w.gate_up_weight)), w.down_weight)

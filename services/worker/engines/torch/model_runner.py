@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from services.worker.engines.torch import sampler
-from services.worker.engines.torch.attention import StepTensors, attn_meta
+from services.worker.engines.torch.attention import AttnMeta, KernelMeta, StepTensors, attn_meta, kernel_meta
 from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, column_bucket
+from services.worker.engines.torch.kernels import triton_available
 from services.worker.engines.torch.layers import Kernels, fuse_layer, layer_forward
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.model.mimo import MiMoForCausalLM, MTPLayer
@@ -78,6 +80,9 @@ class ModelRunner:
         is_cuda = self.device.type == "cuda"
         sample = torch.randn(4, cfg.hidden_size, dtype=self.dtype, device=self.device)
         self.kernels = Kernels.compiled(sample) if compile_kernels and is_cuda else Kernels()
+        # Triton paged attention on CUDA (in place over block tables); the exact gather path elsewhere.
+        self.use_kernels = triton_available(self.device.type)
+        self.num_sms = torch.cuda.get_device_properties(self.device).multi_processor_count if is_cuda else 1
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -109,12 +114,18 @@ class ModelRunner:
         flat = packed[: 3 * num].view(3, num)
         block_tables = packed[3 * num :].view(num_seqs, num_cols)
         if is_uniform:
-            return StepTensors(flat[0], flat[1], flat[2], block_tables, use_graph=use_graph)
+            return StepTensors(flat[0], flat[1], flat[2], block_tables, use_graph=use_graph, max_query_len=num_q)
+        if self.use_kernels:  # ragged rows need only their starts
+            starts = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int64)
+            query_start = starts.to(self.device, non_blocking=True)
+            return StepTensors(flat[0], flat[1], flat[2], block_tables, query_start=query_start, max_query_len=num_q)
         starts = [sum(lengths[:i]) for i in range(len(lengths))]
         pad = [starts[i] + t if t < n else len(ids) for i, n in enumerate(lengths) for t in range(num_q)]
         unpad = [i * num_q + t for i, n in enumerate(lengths) for t in range(n)]
         index = torch.tensor(pad + unpad, dtype=torch.int64).to(self.device, non_blocking=True)
-        return StepTensors(flat[0], flat[1], flat[2], block_tables, index[: len(pad)], index[len(pad) :])
+        return StepTensors(
+            flat[0], flat[1], flat[2], block_tables, index[: len(pad)], index[len(pad) :], max_query_len=num_q
+        )
 
     # ---- forwards ----------------------------------------------------------------------------
 
@@ -122,17 +133,17 @@ class ModelRunner:
         """The backbone over the step's tokens: final-normed hidden states [N, H] (N includes padding)."""
         inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
         if self.graphs is not None and step.use_graph:
-            key = ("target", step.input_ids.shape[0], *step.block_tables.shape)
+            key = ("target", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._forward, inputs)
-        return self._forward(*inputs, step.pad_index, step.unpad_index)
+        return self._forward(*inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len)
 
     def mtp_forward(self, hidden: Tensor, next_ids: Tensor, step: StepTensors) -> Tensor:
         """The MTP layer at the step's positions t, from hidden h_t [N, H] and tokens x_{t+1} [N] -> [N, H]."""
         inputs = (hidden, next_ids, step.positions, step.slot_mapping, step.block_tables)
         if self.graphs is not None and step.use_graph:
-            key = ("mtp", step.input_ids.shape[0], *step.block_tables.shape)
+            key = ("mtp", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._mtp_forward, inputs)
-        return self._mtp_forward(*inputs, step.pad_index, step.unpad_index)
+        return self._mtp_forward(*inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len)
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self.model.compute_logits(hidden)
@@ -145,10 +156,10 @@ class ModelRunner:
         tables: Tensor,
         pad: Tensor | None = None,
         unpad: Tensor | None = None,
+        query_start: Tensor | None = None,
+        max_query_len: int = 1,
     ) -> Tensor:
-        meta = attn_meta(
-            StepTensors(ids, pos, slots, tables, pad, unpad), self.block_size, self.num_q_per_kv, self.dtype
-        )
+        meta = self._meta(StepTensors(ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len))
         cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]  # [N, 1, D]
         x = self.model.model.embed_tokens(ids)  # [N, H]
         for i, w in enumerate(self.layers):
@@ -164,16 +175,22 @@ class ModelRunner:
         tables: Tensor,
         pad: Tensor | None = None,
         unpad: Tensor | None = None,
+        query_start: Tensor | None = None,
+        max_query_len: int = 1,
     ) -> Tensor:
         assert self.mtp_layer is not None
-        step = StepTensors(next_ids, pos, slots, tables, pad, unpad)
-        meta = attn_meta(step, self.block_size, self.num_q_per_kv, self.dtype)
+        meta = self._meta(StepTensors(next_ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len))
         cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]
         mtp: MTPLayer = self.model.model.mtp_layers[0]  # type: ignore[assignment]
         embeds = self.model.model.embed_tokens(next_ids).masked_fill((pos == 0)[:, None], 0.0)  # as SGLang/vLLM
         z = mtp.input_proj(torch.cat([mtp.hidden_layernorm(hidden), mtp.token_layernorm(embeds)], dim=-1))
         z = layer_forward(self.mtp_layer, self.kernels, z, cos, sin, self.k_cache[-1], self.v_cache[-1], meta)
         return mtp.final_layernorm(z)
+
+    def _meta(self, step: StepTensors) -> AttnMeta | KernelMeta:
+        if self.use_kernels:
+            return kernel_meta(step, self.block_size, self.num_sms)
+        return attn_meta(step, self.block_size, self.num_q_per_kv, self.dtype)
 
     # ---- one plain step ------------------------------------------------------------------------
 

@@ -1,0 +1,229 @@
+"""Triton paged attention over block tables: decode, MTP verify and prefill/extend in one varlen kernel.
+
+Each program takes one sequence, one KV head and one slice of the context ("split", flash-decoding):
+its query rows are the sequence's new tokens times the kv head's query heads (GQA folded into the
+rows, so K and V are read once per kv head), causal on absolute positions (the queries are the last
+`q_len` positions of a context of `seq_len`). Keys are read in place from the paged cache through the
+block table: no gather, no dense mask. With several splits, a second kernel merges the partial
+results by their log-sum-exp. Shapes come only from tensor shapes, so it can be CUDA-graphed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Launch shape: query rows per program, keys per iteration, context splits and tokens per split."""
+
+    block_m: int
+    block_n: int
+    num_splits: int
+    split_tokens: int
+    num_q_blocks: int  # query-row blocks per sequence
+
+
+def plan(num_seqs: int, num_kv_heads: int, rep: int, max_q_len: int, max_context: int, num_sms: int) -> Plan:
+    """Decode/verify: 16 query rows and enough splits to fill the GPU; prefill: 64-row tiles, one split."""
+    rows = max_q_len * rep
+    block_m = 16 if rows <= 16 else 64
+    block_n = 64
+    num_q_blocks = triton.cdiv(rows, block_m)
+    programs = num_seqs * num_kv_heads * num_q_blocks
+    max_splits = triton.cdiv(max_context, block_n)
+    num_splits = 1 if rows > 16 else max(1, min(max_splits, triton.cdiv(2 * num_sms, programs), 64))
+    split_tokens = triton.cdiv(triton.cdiv(max_context, num_splits), block_n) * block_n
+    num_splits = triton.cdiv(max_context, split_tokens)
+    return Plan(block_m, block_n, num_splits, split_tokens, num_q_blocks)
+
+
+@triton.jit
+def _attn_kernel(
+    q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, lse_ptr, tables_ptr, q_start_ptr, seq_len_ptr,
+    stride_qn, stride_qh, stride_kn, stride_kh, stride_tb, stride_on, stride_ps, stride_pn, stride_ls, stride_ln,
+    scale_log2,
+    REP: tl.constexpr, BS: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    NUM_Q_BLOCKS: tl.constexpr, SPLIT_TOKENS: tl.constexpr, IS_SPLIT: tl.constexpr, IEEE: tl.constexpr,
+):  # fmt: skip
+    seq = tl.program_id(0) // NUM_Q_BLOCKS
+    q_block = tl.program_id(0) % NUM_Q_BLOCKS
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    q_begin = tl.load(q_start_ptr + seq)
+    q_len = tl.load(q_start_ptr + seq + 1) - q_begin
+    seq_len = tl.load(seq_len_ptr + seq)
+    rows = q_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < q_len * REP
+    tok = rows // REP
+    head = kv_head * REP + rows % REP
+    q_pos = seq_len - q_len + tok
+    dims = tl.arange(0, D)
+    q = tl.load(
+        q_ptr + (q_begin + tok)[:, None] * stride_qn + head[:, None] * stride_qh + dims[None, :],
+        mask=row_ok[:, None],
+        other=0.0,
+    )
+    last_tok = tl.minimum(q_block * BLOCK_M + BLOCK_M - 1, q_len * REP - 1) // REP
+    hi = tl.minimum(seq_len - q_len + last_tok + 1, (split + 1) * SPLIT_TOKENS)
+    lo = split * SPLIT_TOKENS
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
+    for start in range(lo, hi, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        key_ok = keys < hi
+        block = tl.load(tables_ptr + seq * stride_tb + keys // BS, mask=key_ok, other=0)
+        slots = (block.to(tl.int64) * BS + keys % BS) * stride_kn + kv_head * stride_kh
+        k = tl.load(k_ptr + slots[:, None] + dims[None, :], mask=key_ok[:, None], other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        allowed = (keys[None, :] <= q_pos[:, None]) & key_ok[None, :]
+        s = tl.where(allowed, s * scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_ptr + slots[:, None] + dims[None, :], mask=key_ok[:, None], other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    n_row = q_begin + tok
+    if IS_SPLIT:
+        part = part_ptr + split * stride_ps + n_row[:, None] * stride_pn + head[:, None] * D + dims[None, :]
+        tl.store(part, acc / tl.maximum(l_i, 1e-30)[:, None], mask=row_ok[:, None])
+        lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
+        tl.store(lse_ptr + split * stride_ls + n_row * stride_ln + head, lse, mask=row_ok)
+    else:
+        out = acc / tl.maximum(l_i, 1e-30)[:, None]
+        dst = out_ptr + n_row[:, None] * stride_on + head[:, None] * D + dims[None, :]
+        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _merge_kernel(
+    part_ptr, lse_ptr, out_ptr, stride_ps, stride_pn, stride_ls, stride_ln, stride_on,
+    NUM_SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, D: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0)
+    head = tl.program_id(1)
+    splits = tl.arange(0, SPLITS_P2)
+    ok = splits < NUM_SPLITS
+    lse = tl.load(lse_ptr + splits * stride_ls + n * stride_ln + head, mask=ok, other=float("-inf"))
+    top = tl.max(lse, 0)
+    top = tl.where(top == float("-inf"), 0.0, top)
+    weight = tl.exp2(lse - top)
+    weight = weight / tl.maximum(tl.sum(weight, 0), 1e-30)
+    dims = tl.arange(0, D)
+    part = tl.load(
+        part_ptr + splits[:, None] * stride_ps + n * stride_pn + head * D + dims[None, :], mask=ok[:, None], other=0.0
+    )
+    out = tl.sum(part * weight[:, None], 0)
+    tl.store(out_ptr + n * stride_on + head * D + dims, out.to(out_ptr.dtype.element_ty))
+
+
+def paged_attention(
+    q: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    block_tables: Tensor,
+    query_start: Tensor,
+    seq_lens: Tensor,
+    block_size: int,
+    max_q_len: int,
+    num_sms: int,
+) -> Tensor:
+    """q [N, Hq, D] (new tokens, flat by sequence); caches [slots, Hkv, D] already hold the new k, v.
+
+    query_start [B+1] int: sequence b's queries are rows query_start[b]..query_start[b+1]-1, the
+    last positions of its context of seq_lens[b] tokens. Returns [N, Hq * D] in q's dtype.
+    """
+    num_tokens, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[1]
+    rep = num_q_heads // num_kv_heads
+    num_seqs = block_tables.shape[0]
+    p = plan(num_seqs, num_kv_heads, rep, max_q_len, block_tables.shape[1] * block_size, num_sms)
+    out = torch.empty(num_tokens, num_q_heads * head_dim, dtype=q.dtype, device=q.device)
+    is_split = p.num_splits > 1
+    if is_split:
+        part = torch.empty(p.num_splits, num_tokens, num_q_heads * head_dim, dtype=torch.float32, device=q.device)
+        lse = torch.empty(p.num_splits, num_tokens, num_q_heads, dtype=torch.float32, device=q.device)
+    else:
+        part = lse = out  # unused
+    scale_log2 = LOG2E / head_dim**0.5
+    grid = (num_seqs * p.num_q_blocks, num_kv_heads, p.num_splits)
+    _attn_kernel[grid](
+        q, k_cache, v_cache, out, part, lse, block_tables, query_start, seq_lens,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_tables.stride(0), out.stride(0),
+        part.stride(0), part.stride(1), lse.stride(0), lse.stride(1),
+        scale_log2,
+        REP=rep, BS=block_size, D=head_dim, BLOCK_M=p.block_m, BLOCK_N=p.block_n, NUM_Q_BLOCKS=p.num_q_blocks,
+        SPLIT_TOKENS=p.split_tokens, IS_SPLIT=is_split, IEEE=q.dtype == torch.float32,
+        num_warps=4, num_stages=2,
+    )  # fmt: skip
+    if is_split:
+        _merge_kernel[(num_tokens, num_q_heads)](
+            part, lse, out, part.stride(0), part.stride(1), lse.stride(0), lse.stride(1), out.stride(0),
+            NUM_SPLITS=p.num_splits, SPLITS_P2=triton.next_power_of_2(p.num_splits), D=head_dim, num_warps=2,
+        )  # fmt: skip
+    return out
+
+
+@triton.jit
+def _rope_store_kernel(
+    qkv_ptr, cos_ptr, sin_ptr, q_out_ptr, k_ptr, v_ptr, slot_ptr,
+    stride_qkv, stride_cos, stride_qo, stride_kn,
+    NUM_Q: tl.constexpr, NUM_KV: tl.constexpr, HEADS_P2: tl.constexpr, D: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0)
+    heads = tl.arange(0, HEADS_P2)
+    dims = tl.arange(0, D)
+    rolled = (dims + D // 2) % D
+    is_qk = heads < NUM_Q + NUM_KV
+    base = qkv_ptr + n * stride_qkv + heads[:, None] * D
+    x = tl.load(base + dims[None, :], mask=is_qk[:, None], other=0.0).to(tl.float32)
+    x_rolled = tl.load(base + rolled[None, :], mask=is_qk[:, None], other=0.0).to(tl.float32)
+    cos = tl.load(cos_ptr + n * stride_cos + dims).to(tl.float32)
+    sin = tl.load(sin_ptr + n * stride_cos + dims).to(tl.float32)
+    y = (x * cos[None, :] + x_rolled * sin[None, :]).to(q_out_ptr.dtype.element_ty)
+    is_q = heads < NUM_Q
+    tl.store(q_out_ptr + n * stride_qo + heads[:, None] * D + dims[None, :], y, mask=is_q[:, None])
+    slot = tl.load(slot_ptr + n).to(tl.int64)
+    is_k = (heads >= NUM_Q) & is_qk
+    kv_head = tl.where(is_k, heads - NUM_Q, 0)
+    tl.store(k_ptr + slot * stride_kn + kv_head[:, None] * D + dims[None, :], y, mask=is_k[:, None])
+    v_heads = tl.arange(0, HEADS_P2)
+    v_ok = v_heads < NUM_KV
+    v = tl.load(qkv_ptr + n * stride_qkv + (NUM_Q + NUM_KV + v_heads[:, None]) * D + dims[None, :], mask=v_ok[:, None])
+    tl.store(v_ptr + slot * stride_kn + v_heads[:, None] * D + dims[None, :], v, mask=v_ok[:, None])
+
+
+def rope_and_store(
+    qkv: Tensor, cos: Tensor, sin_signed: Tensor, slots: Tensor, k_cache: Tensor, v_cache: Tensor, num_q_heads: int
+) -> Tensor:
+    """qkv [N, (Hq + 2 Hkv) D] -> rotated q [N, Hq, D]; rotated k and v are written to the caches at slots.
+
+    cos, sin_signed [N, D] (rows per token): the same rotate-half RoPE as `layers.rotary`, in fp32.
+    """
+    num_tokens = qkv.shape[0]
+    num_kv, head_dim = k_cache.shape[1], k_cache.shape[2]
+    q = torch.empty(num_tokens, num_q_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
+    _rope_store_kernel[(num_tokens,)](
+        qkv, cos, sin_signed, q, k_cache, v_cache, slots,
+        qkv.stride(0), cos.stride(0), q.stride(0), k_cache.stride(0),
+        NUM_Q=num_q_heads, NUM_KV=num_kv, HEADS_P2=triton.next_power_of_2(num_q_heads + num_kv), D=head_dim,
+        num_warps=4,
+    )  # fmt: skip
+    return q

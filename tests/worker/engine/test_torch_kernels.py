@@ -1,0 +1,121 @@
+"""The Triton paged-attention kernels against the exact PyTorch path: random shapes, block sizes, ragged lengths.
+
+Runs on CUDA, or on the CPU under Triton's interpreter (TRITON_INTERPRET=1 with triton installed);
+skipped where neither is available (CI has no Triton: there the exact path is the engine's only one).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from services.worker.engines.torch.attention import StepTensors, attn_meta
+from services.worker.engines.torch.attention import paged_attention as exact_attention
+from services.worker.engines.torch.kernels import triton_available
+from tests.worker.engine.torch_fixtures import SMALL, greedy, make_core, random_model, random_prompts, run_all
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(not triton_available(DEVICE), reason="needs Triton on CUDA or TRITON_INTERPRET=1")
+INTERPRETED = DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def build_case(gen: torch.Generator, num_seqs: int, block_size: int, num_q: list[int], num_ctx: list[int]):
+    """Random caches, shuffled block tables, new-token rows at the end of each context (KV already written)."""
+    hq, hkv, d = 8, 2, 32
+    num_blocks = sum(-(-c // block_size) for c in num_ctx) + 3
+    k_cache = torch.randn(num_blocks * block_size, hkv, d, generator=gen).to(DEVICE)
+    v_cache = torch.randn(num_blocks * block_size, hkv, d, generator=gen).to(DEVICE)
+    order = torch.randperm(num_blocks, generator=gen).tolist()
+    width = max(-(-c // block_size) for c in num_ctx)
+    tables, used = [], 0
+    for c in num_ctx:
+        n = -(-c // block_size)
+        tables.append(order[used : used + n] + [order[-1]] * (width - n))
+        used += n
+    q = torch.randn(sum(num_q), hq, d, generator=gen).to(DEVICE)
+    return q, k_cache, v_cache, torch.tensor(tables, device=DEVICE)
+
+
+def reference(q, k_cache, v_cache, tables, num_q, num_ctx, block_size):
+    out, row = [], 0
+    rep = q.shape[1] // k_cache.shape[1]
+    for b, (nq, nc) in enumerate(zip(num_q, num_ctx, strict=True)):
+        slots = torch.tensor([int(tables[b, p // block_size]) * block_size + p % block_size for p in range(nc)])
+        k = k_cache[slots.to(DEVICE)].double().repeat_interleave(rep, 1).transpose(0, 1)
+        v = v_cache[slots.to(DEVICE)].double().repeat_interleave(rep, 1).transpose(0, 1)
+        mask = torch.arange(nc, device=DEVICE)[None] <= torch.arange(nc - nq, nc, device=DEVICE)[:, None]
+        o = F.scaled_dot_product_attention(q[row : row + nq].double().transpose(0, 1), k, v, attn_mask=mask)
+        out.append(o.transpose(0, 1).reshape(nq, -1))
+        row += nq
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("seed", range(3 if INTERPRETED else 12))
+def test_kernel_matches_fp64_attention_on_random_ragged_batches(seed: int) -> None:
+    from services.worker.engines.torch.kernels.paged_attention import paged_attention
+
+    gen = torch.Generator().manual_seed(seed)
+    block_size = [1, 4, 16, 32][seed % 4]
+    num_seqs = int(torch.randint(1, 6, (), generator=gen))
+    max_ctx = 300 if INTERPRETED else 3000
+    num_ctx = torch.randint(1, max_ctx, (num_seqs,), generator=gen).tolist()
+    kind = seed % 3  # decode, verify (2), prefill/extend (ragged, prefix hits: fewer new tokens than context)
+    num_q = [min(c, 1 if kind == 0 else 2 if kind == 1 else int(torch.randint(1, 90, (), generator=gen))) for c in num_ctx]
+    q, k_cache, v_cache, tables = build_case(gen, num_seqs, block_size, num_q, num_ctx)
+    starts = torch.tensor([0, *torch.tensor(num_q).cumsum(0).tolist()], device=DEVICE)
+    for num_sms in (1, 132):  # one split, and many splits merged by log-sum-exp
+        out = paged_attention(q, k_cache, v_cache, tables, starts, torch.tensor(num_ctx, device=DEVICE), block_size,
+                              max(num_q), num_sms)  # fmt: skip
+        ref = reference(q, k_cache, v_cache, tables, num_q, num_ctx, block_size)
+        err = (out.double() - ref).norm() / ref.norm()
+        assert err < 1e-5, f"relative error {err:.2e} (block {block_size}, q {num_q}, ctx {num_ctx}, sms {num_sms})"
+
+
+def test_rope_and_store_matches_the_exact_layer_path() -> None:
+    from services.worker.engines.torch.kernels.paged_attention import rope_and_store
+    from services.worker.engines.torch.layers import rotary
+
+    gen = torch.Generator().manual_seed(1)
+    n, hq, hkv, d = 7, 8, 2, 32
+    qkv = torch.randn(n, (hq + 2 * hkv) * d, generator=gen).to(DEVICE)
+    cos, sin = torch.randn(2, n, 1, d, generator=gen).to(DEVICE)
+    slots = torch.randperm(40, generator=gen)[:n].to(DEVICE)
+    k_cache, v_cache = torch.zeros(2, 40, hkv, d, device=DEVICE)
+    q = rope_and_store(qkv, cos, sin, slots, k_cache, v_cache, hq)
+    qk = rotary(qkv[:, : (hq + hkv) * d].view(n, -1, d), cos, sin)
+    torch.testing.assert_close(q, qk[:, :hq])
+    torch.testing.assert_close(k_cache[slots], qk[:, hq:])
+    torch.testing.assert_close(v_cache[slots], qkv[:, (hq + hkv) * d :].view(n, hkv, d))
+    untouched = torch.ones(40, dtype=torch.bool, device=DEVICE).index_fill_(0, slots, False)
+    assert not k_cache[untouched].any() and not v_cache[untouched].any()
+
+
+def test_exact_path_is_unchanged_by_kernel_metadata() -> None:
+    """The CPU path still builds its gather metadata from a StepTensors carrying the kernel fields."""
+    step = StepTensors(torch.tensor([1]), torch.tensor([0]), torch.tensor([0]), torch.tensor([[0]]), max_query_len=1)
+    meta = attn_meta(step, 4, 2, torch.float32)
+    q, kv = torch.randn(1, 4, 16), torch.randn(1, 2, 16)
+    out = exact_attention(q, kv, kv, torch.zeros(8, 2, 16), torch.zeros(8, 2, 16), meta)
+    assert out.shape == (1, 64)
+
+
+@pytest.mark.parametrize("is_mtp", [False, True])
+def test_engine_with_kernels_keeps_the_exact_greedy_tokens(is_mtp: bool) -> None:
+    """Whole engine, prefix hits included (shared prompt heads), kernels vs exact path: same greedy tokens."""
+    model = random_model().to(DEVICE)
+    head = random_prompts(1, SMALL.vocab_size, seed=9, min_len=10, max_len=10)[0]
+    prompts = [head + p for p in random_prompts(6 if INTERPRETED else 24, SMALL.vocab_size, seed=3)]
+    requests = [(f"r{i}", tuple(p), 4 + i % 7) for i, p in enumerate(prompts)]
+    outs = []
+    for use_kernels in (False, True):
+        core = make_core(model, is_mtp=is_mtp, use_cuda_graphs=DEVICE == "cuda")
+        core.runner.use_kernels = use_kernels
+        from services.worker.engine_api import GenerateInput
+
+        got = run_all(core, [GenerateInput(r, p, greedy(n)) for r, p, n in requests])
+        outs.append({k: [t for c in v for t in c.token_ids] for k, v in got.items()})
+        assert core.blocks.num_hit_tokens > 0  # some requests reused cached prefix blocks
+    assert outs[0] == outs[1]
