@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.tokenizer_dirs import build_fixture_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MIMO = REPO / "models" / "tiny-mimo"
@@ -16,9 +17,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny MiMo checkpoint (tokenizer and chat template); a fixture tokenizer while it is being trained."""
     if (TINY_MIMO / "tokenizer.json").exists():
         return TINY_MIMO
-    sys.path.insert(0, str(REPO / "tests" / "tokenizer"))
-    from tokenizer_fixtures import build_fixture_dir
-
     return build_fixture_dir(tmp_path_factory.mktemp("tokenizer"))
 
 

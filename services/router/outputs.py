@@ -9,8 +9,8 @@ from mimo_client.v1 import common_pb2, inference_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from tokenizers import Tokenizer
 
-from services.router.reasoning import CLOSE, ReasoningSplitter
-from services.tokenizer.incremental import IncrementalDetokenizer
+from services.text.incremental import IncrementalDetokenizer
+from services.text.reasoning import CLOSE, ReasoningSplitter
 
 FINISH_REASONS = {
     "stop": common_pb2.FINISH_REASON_STOP,

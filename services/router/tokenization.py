@@ -18,8 +18,8 @@ from tokenizers import Tokenizer
 
 from services.common.server import StartupError
 from services.router.requests import InvalidRequest
-from services.tokenizer.artifacts import ArtifactsError, LoadedTokenizer, load_tokenizer_dir, save_artifact_chunks
-from services.tokenizer.chat import ChatTemplate, ChatTemplateError, Message
+from services.text.artifacts import ArtifactsError, LoadedTokenizer, load_tokenizer_dir, save_artifact_chunks
+from services.text.chat import ChatTemplate, ChatTemplateError, Message
 
 log = logging.getLogger(__name__)
 

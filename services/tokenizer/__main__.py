@@ -10,7 +10,7 @@ from pathlib import Path
 
 from services.common.config import add_server_args, env_default, server_settings
 from services.common.server import Service, run
-from services.tokenizer.artifacts import ArtifactsError, load_tokenizer_dir
+from services.text.artifacts import ArtifactsError, load_tokenizer_dir
 from services.tokenizer.limits import Limits
 from services.tokenizer.metrics import METRICS
 from services.tokenizer.server import build_service

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.tokenizer.chat import Message
+from services.text.chat import Message
 
 CHAT_ROLES = frozenset({"system", "user", "assistant", "tool"})
 

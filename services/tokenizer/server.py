@@ -11,8 +11,8 @@ import grpc
 from mimo_client.v1 import common_pb2, tokenizer_pb2, tokenizer_pb2_grpc
 
 from services.common.server import Service
-from services.tokenizer.artifacts import LoadedTokenizer, file_sha256
-from services.tokenizer.chat import ChatTemplate, ChatTemplateError, Message
+from services.text.artifacts import LoadedTokenizer, file_sha256
+from services.text.chat import ChatTemplate, ChatTemplateError, Message
 from services.tokenizer.encoder import BatchEncoder, EncodedText, PromptCache
 from services.tokenizer.limits import InvalidInput, Limits, check_messages, check_sequences, check_texts
 from services.tokenizer.metrics import TokenizerMetrics

@@ -29,7 +29,7 @@ from services.worker.engine_api import (
 )
 from services.worker.protocol import chunk_response, complete_response, to_generate_input
 from services.worker.stream_stats import StreamStats
-from services.worker.tokenizer_files import bundle_chunks, tokenizer_bundle
+from services.text.modeldir import bundle_chunks, tokenizer_bundle
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.stack import Stack, random_ports_plan
-from services.tokenizer.artifacts import load_tokenizer_dir
-from services.tokenizer.chat import ChatTemplate, Message
+from services.text.artifacts import load_tokenizer_dir
+from services.text.chat import ChatTemplate, Message
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

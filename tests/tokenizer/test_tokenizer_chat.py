@@ -8,14 +8,14 @@ from pathlib import Path
 import grpc
 import pytest
 from mimo_client.v1 import common_pb2, tokenizer_pb2, tokenizer_pb2_grpc
-from tokenizer_fixtures import TEST_LIMITS
 
 from services.common.config import ServerSettings
 from services.common.server import start
-from services.tokenizer.artifacts import load_tokenizer_dir
-from services.tokenizer.chat import ChatTemplate, ChatTemplateError, Message
+from services.text.artifacts import load_tokenizer_dir
+from services.text.chat import ChatTemplate, ChatTemplateError, Message
 from services.tokenizer.metrics import METRICS
 from services.tokenizer.server import build_service
+from tests.support.tokenizer_dirs import TEST_LIMITS
 
 # Uses what transformers adds to jinja: namespace, tojson (non-ASCII kept), raise_exception, loop controls,
 # {% generation %}, the special-token variables, and reasoning_content.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import REGISTRY
-from tokenizer_fixtures import CORPUS
 
-from services.tokenizer.artifacts import LoadedTokenizer
+from services.text.artifacts import LoadedTokenizer
 from services.tokenizer.encoder import BatchEncoder, EncodedText, PromptCache
 from services.tokenizer.metrics import METRICS
+from tests.support.tokenizer_dirs import CORPUS
 
 
 def num_batches() -> float:

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from mimo_client.v1 import common_pb2, tokenizer_pb2
 from prometheus_client import REGISTRY
-from tokenizer_fixtures import CORPUS, TEST_LIMITS
 
-from services.tokenizer.artifacts import LoadedTokenizer, artifacts_sha256, load_tokenizer_dir, save_artifact_chunks
+from services.text.artifacts import LoadedTokenizer, artifacts_sha256, load_tokenizer_dir, save_artifact_chunks
+from tests.support.tokenizer_dirs import CORPUS, TEST_LIMITS
 
 CONVERSATIONS = [
     [{"role": "system", "content": ""}, {"role": "user", "content": "What is 1+1? 请回答。"}],

@@ -22,14 +22,15 @@ from services.worker.engine_api import (
 from services.worker.engines.sim.profile import SimProfile
 from services.worker.engines.sim.scheduler import SimScheduler
 from services.worker.engines.sim.sequence import Vocabulary, make_samples
-from services.worker.tokenizer_files import read_model_info, special_token_ids
+from services.text.modeldir import read_model_dir
+from services.worker.model_info import read_model_info
 
 SIM_VERSION = "0.1.0"
 
 
 def load_vocabulary(model_dir: str | Path, info: EngineModelInfo) -> Vocabulary:
     """Token ids that decode to clean text on their own (no special tokens, control bytes or partial UTF-8)."""
-    specials = special_token_ids(model_dir)
+    specials = read_model_dir(model_dir).special_token_ids
     path = Path(model_dir) / "tokenizer.json"
     if not path.is_file():
         ids = tuple(i for i in range(info.vocab_size) if i not in specials and i not in info.eos_token_ids)

@@ -32,7 +32,7 @@ from services.worker.engine_api import (
 )
 from services.worker.engines.torch.core import CoreConfig, EngineCore, RequestOutput
 from services.worker.model import MiMoForCausalLM, load_mimo
-from services.worker.tokenizer_files import read_model_info
+from services.worker.model_info import read_model_info
 
 log = logging.getLogger(__name__)
 

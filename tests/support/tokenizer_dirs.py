@@ -1,12 +1,14 @@
-"""The test tokenizers' data: a Qwen2-style fixture tokenizer directory builder and a corpus that stresses it."""
+"""The test tokenizers: a Qwen2-style fixture tokenizer directory builder, a corpus that stresses it, and fixtures."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from services.text.artifacts import LoadedTokenizer, load_tokenizer_dir
 from services.tokenizer.limits import Limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,3 +111,24 @@ def build_fixture_dir(directory: Path) -> Path:
 
 
 TEST_LIMITS = Limits(max_batch_size=64, max_text_bytes=4096, max_messages=16, max_sequence_tokens=4096)
+
+
+# Fixtures: a conftest that wants them imports them by name (`from tests.support.tokenizer_dirs import ...`).
+@pytest.fixture(scope="session")
+def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_fixture_dir(tmp_path_factory.mktemp("tokenizer") / "fixture-qwen2")
+
+
+@pytest.fixture(scope="session", params=["fixture", "tiny-mimo"])
+def model_dir(request: pytest.FixtureRequest, fixture_dir: Path) -> Path:
+    """Each tokenizer directory the code must handle: the fixture, and the trained tiny MiMo when present."""
+    if request.param == "fixture":
+        return fixture_dir
+    if not (TINY_MIMO / "tokenizer.json").is_file():
+        pytest.skip("models/tiny-mimo has no tokenizer.json yet")
+    return TINY_MIMO
+
+
+@pytest.fixture(scope="session")
+def loaded(model_dir: Path) -> LoadedTokenizer:
+    return load_tokenizer_dir(model_dir)

@@ -7,7 +7,6 @@ Importable without grpc: the router uses `load_tokenizer_dir` on the files it fe
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,20 +14,26 @@ from typing import Any, Protocol
 
 from tokenizers import Tokenizer
 
-TOKENIZER_FILE = "tokenizer.json"
-CONFIG_FILE = "tokenizer_config.json"
+from services.text.modeldir import (
+    GENERATION_FILE,
+    SPECIAL_TOKENS_FILE,
+    TOKENIZER_FILE,
+    ModelDir,
+    ModelDirError,
+    describe,
+    json_object,
+    read_files,
+)
+from services.text.modeldir import TOKENIZER_CONFIG_FILE as CONFIG_FILE
+
 TEMPLATE_FILE = "chat_template.jinja"
 # Every file served as an artifact when present; tokenizer.json and a chat template are required.
-ARTIFACT_FILES = (TOKENIZER_FILE, CONFIG_FILE, TEMPLATE_FILE, "special_tokens_map.json", "generation_config.json")
-# Named special tokens a chat template sees as variables, like transformers' `special_tokens_map`.
-TEMPLATE_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-# ChatML's turn and document ends: always stop tokens when the vocabulary has them.
-CHATML_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
-MAX_UINT32 = 2**32 - 1
+# The stop ids, special tokens and named tokens come from services.text.modeldir, the one reader of these files.
+ARTIFACT_FILES = (TOKENIZER_FILE, CONFIG_FILE, TEMPLATE_FILE, SPECIAL_TOKENS_FILE, GENERATION_FILE)
 
 
-class ArtifactsError(ValueError):
-    """The directory lacks a required file, or a file is malformed; the message names both."""
+# A missing directory or a malformed file: the message names both (the model-directory reader raises it too).
+ArtifactsError = ModelDirError
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,23 +86,10 @@ def artifacts_sha256(files: Mapping[str, bytes]) -> str:
 
 def read_artifact_files(directory: Path) -> dict[str, bytes]:
     """The artifact files present in `directory`; ArtifactsError when the directory or tokenizer.json is missing."""
-    if not directory.is_dir():
-        raise ArtifactsError(f"model directory {directory} does not exist (expected {TOKENIZER_FILE} in it)")
-    if not (directory / TOKENIZER_FILE).is_file():
+    files = read_files(directory, ARTIFACT_FILES)
+    if TOKENIZER_FILE not in files:
         raise ArtifactsError(f"{TOKENIZER_FILE} is missing in {directory}")
-    return {name: (directory / name).read_bytes() for name in ARTIFACT_FILES if (directory / name).is_file()}
-
-
-def _json_file(files: Mapping[str, bytes], name: str, directory: Path) -> dict[str, Any]:
-    if name not in files:
-        return {}
-    try:
-        body = json.loads(files[name])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactsError(f"{name} in {directory} is not valid JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise ArtifactsError(f"{name} in {directory} is not a JSON object")
-    return body
+    return files
 
 
 def _chat_template(files: Mapping[str, bytes], config: Mapping[str, Any], directory: Path) -> str:
@@ -115,54 +107,16 @@ def _chat_template(files: Mapping[str, bytes], config: Mapping[str, Any], direct
     return template
 
 
-def _token_content(value: Any) -> str | None:
-    """A special token as the config writes it: a string, or an AddedToken dict with 'content'."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) and value else None
-
-
-def _template_tokens(config: Mapping[str, Any], special_map: Mapping[str, Any]) -> dict[str, str]:
-    tokens = {}
-    for name in TEMPLATE_TOKEN_NAMES:
-        content = _token_content(config.get(name, special_map.get(name)))
-        if content is not None:
-            tokens[name] = content
-    return tokens
-
-
-def _generation_eos_ids(generation: Mapping[str, Any]) -> list[int]:
-    eos = generation.get("eos_token_id")
-    values = eos if isinstance(eos, list) else [eos]
-    return [v for v in values if isinstance(v, int) and v >= 0]
-
-
-def _build_info(
-    tokenizer: Tokenizer, directory: Path, files: Mapping[str, bytes], template_tokens: Mapping[str, str]
-) -> TokenizerInfo:
-    config = _json_file(files, CONFIG_FILE, directory)
-    generation = _json_file(files, "generation_config.json", directory)
-    added = sorted(tokenizer.get_added_tokens_decoder().items())
-    specials = [(t.content, i) for i, t in added if t.special]
-
-    def token_id(name: str) -> int | None:
-        content = template_tokens.get(name)
-        return tokenizer.token_to_id(content) if content is not None else None
-
-    eos_id = token_id("eos_token")
-    stop = {eos_id} if eos_id is not None else set()
-    stop.update(_generation_eos_ids(generation))
-    stop.update(i for content, i in specials if content in CHATML_STOP_TOKENS)
-    max_length = config.get("model_max_length")
+def _build_info(tokenizer: Tokenizer, directory: Path, files: Mapping[str, bytes], facts: ModelDir) -> TokenizerInfo:
     return TokenizerInfo(
-        model=directory.resolve().name,
+        model=facts.name,
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-        special_tokens=tuple(specials),
-        stop_token_ids=tuple(sorted(stop)),
-        eos_token_id=eos_id,
-        pad_token_id=token_id("pad_token"),
-        bos_token_id=token_id("bos_token"),
-        model_max_length=min(int(max_length), MAX_UINT32) if isinstance(max_length, int | float) else 0,
+        special_tokens=facts.special_tokens,
+        stop_token_ids=facts.stop_token_ids,
+        eos_token_id=facts.eos_token_id,
+        pad_token_id=facts.pad_token_id,
+        bos_token_id=facts.bos_token_id,
+        model_max_length=facts.model_max_length,
         artifacts_sha256=artifacts_sha256(files),
         artifact_files=tuple(files),
     )
@@ -174,12 +128,10 @@ def load_from_files(files: Mapping[str, bytes], directory: Path) -> LoadedTokeni
         tokenizer = Tokenizer.from_str(files[TOKENIZER_FILE].decode("utf-8"))
     except Exception as e:  # tokenizers raises a plain Exception on malformed JSON
         raise ArtifactsError(f"{TOKENIZER_FILE} in {directory} could not be loaded: {e}") from e
-    config = _json_file(files, CONFIG_FILE, directory)
-    special_map = _json_file(files, "special_tokens_map.json", directory)
-    template = _chat_template(files, config, directory)
-    template_tokens = _template_tokens(config, special_map)
-    info = _build_info(tokenizer, directory, files, template_tokens)
-    return LoadedTokenizer(tokenizer, info, template, template_tokens, dict(files))
+    facts = describe(files, directory)
+    template = _chat_template(files, json_object(files, CONFIG_FILE, directory), directory)
+    info = _build_info(tokenizer, directory, files, facts)
+    return LoadedTokenizer(tokenizer, info, template, dict(facts.token_names), dict(files))
 
 
 def load_tokenizer_dir(directory: str | Path) -> LoadedTokenizer:

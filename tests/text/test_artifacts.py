@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.tokenizer.artifacts import (
+from services.text.artifacts import (
     ArtifactsError,
     artifacts_sha256,
     load_tokenizer_dir,
@@ -86,6 +86,6 @@ def test_saving_chunks_refuses_bad_names_gaps_and_hashes(tmp_path: Path):
 
 def test_router_side_modules_import_without_grpc():
     """The router loads fetched artifacts and detokenizes locally; these modules must not pull in grpc."""
-    code = "import sys, services.tokenizer.artifacts, services.tokenizer.incremental; print('grpc' in sys.modules)"
+    code = "import sys, services.text.artifacts, services.text.incremental; print('grpc' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -7,15 +7,15 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenizer_fixtures import CORPUS
 
-from services.tokenizer.artifacts import LoadedTokenizer
-from services.tokenizer.incremental import (
+from services.text.artifacts import LoadedTokenizer
+from services.text.incremental import (
     IncrementalDetokenizer,
     StopStringMatcher,
     TokenTextDecoder,
     detokenize_stream,
 )
+from tests.support.tokenizer_dirs import CORPUS
 
 STREAM = "\n".join(CORPUS)
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from services.router.reasoning import ReasoningSplitter
+from services.text.reasoning import ReasoningSplitter
 
 CASES = [
     ("<think>\nadd 2 and 3\n</think>\nThe answer is \\boxed{5}.", "add 2 and 3", "The answer is \\boxed{5}."),
