@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from mimo_client.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.net import free_port
 
@@ -44,6 +45,22 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     log_file: Path | None = None
+
+
+async def wait_routable(router: str, num_workers: int, timeout_s: float) -> int:
+    """Until the router reports `num_workers` routable workers (ListModels), or time runs out; returns the count."""
+    deadline = time.monotonic() + timeout_s
+    routable = 0
+    async with grpc.aio.insecure_channel(router) as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                reply = await stub.ListModels(inference_pb2.ListModelsRequest(), timeout=2)
+                routable = reply.models[0].num_workers if reply.models else 0
+                if routable >= num_workers:
+                    break
+            await asyncio.sleep(0.2)
+    return routable
 
 
 async def wait_serving(target: str, timeout_s: float, process: asyncio.subprocess.Process | None = None) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.stack import Stack, StackPlan
+from services.stack import Stack, StackPlan, wait_routable
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "tiny-mimo"
@@ -70,6 +70,9 @@ async def serve(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         print(f"mimo-serve up: {e}", file=sys.stderr)
         return 1
+    routable = await wait_routable(stack.child("router").spec.target, args.workers, timeout_s=180)
+    if routable < args.workers:
+        print(f"mimo-serve up: only {routable} of {args.workers} workers became routable", file=sys.stderr)
     print_endpoints(stack, started)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

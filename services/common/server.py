@@ -37,6 +37,13 @@ class Service:
     on_drain: Sequence[Hook] = ()  # after NOT_SERVING, before in-flight calls are waited for
     on_stop: Sequence[Hook] = ()  # after the server stopped
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    # Readiness the service reports itself: the runtime hands it a setter and reports the service names and ""
+    # NOT_SERVING until the service calls it with True (the router: until a worker is routable). Without it the
+    # service is ready once started. LIVENESS is SERVING from start to drain either way.
+    readiness: Callable[[Callable[[bool], None]], None] | None = None
+
+
+LIVENESS = "liveness"
 
 
 @dataclass(slots=True)
@@ -111,11 +118,36 @@ async def start(settings: ServerSettings, service: Service) -> RunningServer:
         if metrics:
             metrics.stop()
         raise
-    for name in [*service.names, ""]:
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    names_ready = [*service.names, ""]
+    if service.readiness is None:
+        for name in names_ready:
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    else:
+        _report_readiness(health, names_ready, service.readiness)
     host = settings.listen.rpartition(":")[0]
     log.info("serving", extra={"service": settings.service, "listen": f"{host}:{port}", "tls": settings.has_tls})
     return RunningServer(server, health, port, settings, service, metrics)
+
+
+def _report_readiness(
+    health: HealthServicer, names: Sequence[str], readiness: Callable[[Callable[[bool], None]], None]
+) -> None:
+    pending: set[asyncio.Task[None]] = set()
+
+    async def report(ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in names:
+            await health.set(name, status)
+        log.info("ready" if ready else "not ready")
+
+    def set_ready(ready: bool) -> None:
+        task = asyncio.get_running_loop().create_task(report(ready))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    set_ready(False)
+    readiness(set_ready)
 
 
 async def serve_until_signal(settings: ServerSettings, service: Service) -> int:

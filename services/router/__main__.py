@@ -16,12 +16,12 @@ from services.router.admission import Admission, AdmissionConfig
 from services.router.breaker import CircuitBreaker
 from services.router.discovery import make_discovery
 from services.router.dispatch import Dispatcher
-from services.router.gateway import Gateway
-from services.router.inference import InferenceServicer
+from services.router.pipeline import Pipeline
 from services.router.policy import POLICIES, make_policy
 from services.router.rewards import RewardClient
-from services.router.rollout_api import RolloutServicer
+from services.router.server import InferenceServicer, RolloutServicer
 from services.router.tokenization import RouterTokenizer
+from services.router.worker_client import WorkerClient
 from services.router.workers import HealthPolicy, WorkerPool
 
 
@@ -72,22 +72,22 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
     async def build() -> Service:
-        pool = WorkerPool(HealthPolicy(interval_s=args.health_interval_s), CircuitBreaker())
+        pool = WorkerPool(HealthPolicy(interval_s=args.health_interval_s), CircuitBreaker(), WorkerClient)
         policy = make_policy(args.policy)
         pool.on_removed.append(policy.forget)
         tokenizer = RouterTokenizer(tokenizer_target, args.tokenizer_cache)
-        gateway = Gateway(
-            Dispatcher(pool, policy, args.max_attempts),
-            tokenizer,
+        pipeline = Pipeline(
+            Dispatcher(pool, policy, args.max_attempts, max_wait_s=args.queue_timeout_s),
             Admission(AdmissionConfig(args.max_in_flight, args.max_queue, args.queue_timeout_s)),
+            lambda: tokenizer.snapshot,
             args.model_name,
         )
         discovery = make_discovery(args, pool, static)
         rewards = RewardClient(verifier_target)
 
         def register(server) -> None:
-            inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(gateway), server)
-            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(gateway, rewards), server)
+            inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(pipeline), server)
+            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards), server)
 
         async def on_start() -> None:
             await tokenizer.start(args.tokenizer_timeout_s)
@@ -106,6 +106,7 @@ def main(argv: Sequence[str]) -> int:
             on_start=[on_start],
             on_stop=[on_stop],
             interceptors=[BearerTokenInterceptor(args.auth_token)] if args.auth_token else [],
+            readiness=pool.report_routable,
         )
 
     return run(settings, build)

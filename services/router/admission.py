@@ -12,15 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from services.router import metrics
-
-
-class Rejected(Exception):
-    """Admission refused; `retry_after_s` is advice for the client."""
-
-    def __init__(self, reason: str, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.retry_after_s = retry_after_s
+from services.router.domain import Rejected
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,43 +1,33 @@
-"""Worker token streams → public deltas and choices: text, the reasoning split, stop strings, logprobs, usage."""
+"""Worker events → deltas and choices: text, the reasoning split, stop strings, logprobs, usage."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mimo_client.v1 import common_pb2, inference_pb2
-from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from tokenizers import Tokenizer
 
+from services.router.domain import (
+    Choice,
+    Delta,
+    FinishReason,
+    SampleComplete,
+    TokenChunk,
+    TokenLogprob,
+    Usage,
+)
 from services.text.incremental import IncrementalDetokenizer
 from services.text.reasoning import CLOSE, ReasoningSplitter
 
-FINISH_REASONS = {
-    "stop": common_pb2.FINISH_REASON_STOP,
-    "length": common_pb2.FINISH_REASON_LENGTH,
-    "abort": common_pb2.FINISH_REASON_ABORT,
-}
+FINISH_REASONS = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
 
 
-def finish_reason(value: str) -> common_pb2.FinishReason:
+def finish_reason(value: str) -> FinishReason:
     """SGLang sends "stop", "length", "abort" (sometimes as a JSON object's `type`)."""
     for key, reason in FINISH_REASONS.items():
         if key in value.lower():
             return reason
-    return common_pb2.FINISH_REASON_STOP if not value else common_pb2.FINISH_REASON_ERROR
-
-
-def logprobs_of(out: pb.OutputLogProbs) -> list[common_pb2.TokenLogprob]:
-    result = []
-    for i, (token_id, logprob) in enumerate(zip(out.token_ids, out.token_logprobs, strict=False)):
-        top = out.top_logprobs[i] if i < len(out.top_logprobs) else None
-        alternatives = (
-            [common_pb2.TopLogprob(token_id=t, logprob=v) for t, v in zip(top.token_ids, top.values, strict=False)]
-            if top
-            else []
-        )
-        result.append(common_pb2.TokenLogprob(token_id=token_id, logprob=logprob, top=alternatives))
-    return result
+    return FinishReason.STOP if not value else FinishReason.ERROR
 
 
 def reasoning_token_count(tokenizer: Tokenizer, ids: Sequence[int]) -> int:
@@ -63,17 +53,21 @@ class Sample:
     detok: IncrementalDetokenizer
     splitter: ReasoningSplitter | None
     token_ids: list[int] = field(default_factory=list)
-    logprobs: list[common_pb2.TokenLogprob] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     reasoning_tokens: int = 0
-    finish: common_pb2.FinishReason = common_pb2.FINISH_REASON_UNSPECIFIED
+    finish: FinishReason = FinishReason.UNSPECIFIED
     matched_stop: str | None = None
     cached_tokens: int = 0
 
     @property
     def is_done(self) -> bool:
-        return self.finish != common_pb2.FINISH_REASON_UNSPECIFIED
+        return self.finish is not FinishReason.UNSPECIFIED
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.text)
 
     def _split(self, text: str, final: bool) -> tuple[str, str]:
         if self.splitter is None:
@@ -84,62 +78,64 @@ class Sample:
             reasoning, answer = reasoning + r2, answer + a2
         return reasoning, answer
 
-    def add_tokens(self, ids: Sequence[int], logprobs: Sequence[common_pb2.TokenLogprob]) -> inference_pb2.StreamDelta:
+    def add_tokens(self, chunk: TokenChunk) -> Delta:
         if self.is_done or self.detok.is_stopped:
-            return inference_pb2.StreamDelta(index=self.index)
-        self.token_ids.extend(ids)
-        self.logprobs.extend(logprobs)
-        delta = self.detok.push(ids)
-        reasoning, answer = self._split(delta.text, final=False)
-        if delta.stop is not None:
-            self.matched_stop = delta.stop
-        return self._record(reasoning, answer, ids, logprobs)
+            return Delta(self.index)
+        self.token_ids.extend(chunk.token_ids)
+        self.logprobs.extend(chunk.logprobs)
+        pushed = self.detok.push(chunk.token_ids)
+        reasoning, answer = self._split(pushed.text, final=False)
+        if pushed.stop is not None:
+            self.matched_stop = pushed.stop
+        return self._record(reasoning, answer, chunk.token_ids, chunk.logprobs)
 
-    def complete(self, done: pb.GenerateComplete) -> inference_pb2.StreamDelta:
+    def complete(self, done: SampleComplete) -> Delta:
         """The worker's final message for this sample: flush held text and set the finish reason."""
-        missing = list(done.output_ids[len(self.token_ids) :]) if not self.detok.is_stopped else []
-        lps = logprobs_of(done.output_logprobs)[len(self.logprobs) :] if done.HasField("output_logprobs") else []
+        missing = done.output_ids[len(self.token_ids) :] if not self.detok.is_stopped else ()
+        lps = done.logprobs[len(self.logprobs) :] if done.logprobs is not None else ()
         if missing:
             self.token_ids.extend(missing)
             self.logprobs.extend(lps)
-        text = self.detok.push(missing).text if missing else ""
+        text = self.detok.push(list(missing)).text if missing else ""
         text += self.detok.finish().text
         reasoning, answer = self._split(text, final=True)
         if self.splitter is not None and (self.reasoning or reasoning):
             self.reasoning_tokens = reasoning_token_count(self.tokenizer, self.token_ids)
         self.cached_tokens = done.cached_tokens
-        if self.detok.stop is not None or done.WhichOneof("matched_stop") == "matched_stop_str":
-            self.finish = common_pb2.FINISH_REASON_STOP
+        if self.detok.stop is not None or done.matched_stop_str is not None:
+            self.finish = FinishReason.STOP
             self.matched_stop = self.detok.stop or done.matched_stop_str
         else:
             self.finish = finish_reason(done.finish_reason)
-        delta = self._record(reasoning, answer, missing, lps)
-        delta.finish_reason = self.finish
-        if self.matched_stop is not None:
-            delta.matched_stop = self.matched_stop
-        return delta
+        return self._record(reasoning, answer, missing, lps, final=True)
 
-    def _record(self, reasoning: str, answer: str, ids: Sequence[int], lps: Sequence[common_pb2.TokenLogprob]):
+    def _record(
+        self, reasoning: str, answer: str, ids: Sequence[int], lps: Sequence[TokenLogprob], final: bool = False
+    ) -> Delta:
         if reasoning:
             self.reasoning.append(reasoning)
         if answer:
             self.text.append(answer)
-        return inference_pb2.StreamDelta(
-            index=self.index, text=answer, reasoning=reasoning, token_ids=ids, logprobs=lps
+        return Delta(
+            self.index,
+            answer,
+            reasoning,
+            tuple(ids),
+            tuple(lps),
+            self.finish if final else FinishReason.UNSPECIFIED,
+            self.matched_stop if final else None,
         )
 
-    def choice(self) -> inference_pb2.Choice:
-        choice = inference_pb2.Choice(
-            index=self.index,
-            text="".join(self.text),
-            reasoning="".join(self.reasoning),
-            token_ids=self.token_ids,
-            finish_reason=self.finish,
-            logprobs=self.logprobs,
+    def choice(self) -> Choice:
+        return Choice(
+            self.index,
+            self.answer,
+            "".join(self.reasoning),
+            tuple(self.token_ids),
+            self.finish,
+            self.matched_stop,
+            tuple(self.logprobs),
         )
-        if self.matched_stop is not None:
-            choice.matched_stop = self.matched_stop
-        return choice
 
 
 def new_samples(
@@ -156,12 +152,10 @@ def new_samples(
     ]
 
 
-def usage(samples: Sequence[Sample], num_prompt_tokens: int) -> common_pb2.Usage:
-    completion = sum(len(s.token_ids) for s in samples)
-    return common_pb2.Usage(
+def usage(samples: Sequence[Sample], num_prompt_tokens: int) -> Usage:
+    return Usage(
         prompt_tokens=num_prompt_tokens,
-        completion_tokens=completion,
+        completion_tokens=sum(len(s.token_ids) for s in samples),
         reasoning_tokens=sum(s.reasoning_tokens for s in samples),
         cached_tokens=max((s.cached_tokens for s in samples), default=0),
-        total_tokens=num_prompt_tokens + completion,
     )

@@ -6,11 +6,11 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from services.router import metrics
+from services.router.domain import WorkerLoad
 from services.router.prefix_index import PrefixIndex, block_keys
-from services.router.workers import Worker
 
 
 @dataclass(slots=True)
@@ -23,14 +23,28 @@ class RouteRequest:
     keys: list[int] | None = field(default=None)  # block keys, computed once by cache_aware
 
 
+class Routable(Protocol):
+    """What a policy may know of a worker."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def load(self) -> WorkerLoad: ...
+
+
+W = TypeVar("W", bound=Routable)
+
+
 @dataclass(frozen=True, slots=True)
-class Decision:
-    worker: Worker
+class Decision(Generic[W]):
+    worker: W
     reason: str
     match_ratio: float = 0.0
 
 
-def load_of(worker: Worker) -> float:
+def load_of(worker: Routable) -> float:
     """Samples the router has in flight on the worker, tie-broken by the worker's own queue and KV usage."""
     return worker.in_flight + 0.01 * worker.load.num_waiting + 0.001 * worker.load.token_usage
 
@@ -38,9 +52,9 @@ def load_of(worker: Worker) -> float:
 class Policy(Protocol):
     name: str
 
-    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision: ...
+    def select(self, request: RouteRequest, workers: Sequence[W]) -> Decision[W]: ...
 
-    def on_dispatch(self, request: RouteRequest, worker: Worker) -> None: ...
+    def on_dispatch(self, request: RouteRequest, worker: Routable) -> None: ...
 
     def forget(self, url: str) -> None: ...
 
@@ -48,13 +62,13 @@ class Policy(Protocol):
 class _Base:
     name = "base"
 
-    def on_dispatch(self, request: RouteRequest, worker: Worker) -> None:
+    def on_dispatch(self, request: RouteRequest, worker: Routable) -> None:
         return None
 
     def forget(self, url: str) -> None:
         return None
 
-    def decide(self, worker: Worker, reason: str, match_ratio: float = 0.0) -> Decision:
+    def decide(self, worker: W, reason: str, match_ratio: float = 0.0) -> Decision[W]:
         metrics.ROUTING_DECISIONS.labels(self.name, reason).inc()
         return Decision(worker, reason, match_ratio)
 
@@ -65,7 +79,7 @@ class RoundRobin(_Base):
     def __init__(self) -> None:
         self._next = 0
 
-    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision:
+    def select(self, request: RouteRequest, workers: Sequence[W]) -> Decision[W]:
         worker = workers[self._next % len(workers)]
         self._next += 1
         return self.decide(worker, "rotation")
@@ -74,7 +88,7 @@ class RoundRobin(_Base):
 class LeastLoad(_Base):
     name = "least_load"
 
-    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision:
+    def select(self, request: RouteRequest, workers: Sequence[W]) -> Decision[W]:
         return self.decide(min(workers, key=load_of), "least_load")
 
 
@@ -84,7 +98,7 @@ class PowerOfTwo(_Base):
     def __init__(self, seed: int | None = None) -> None:
         self._rng = random.Random(seed)
 
-    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision:
+    def select(self, request: RouteRequest, workers: Sequence[W]) -> Decision[W]:
         if len(workers) == 1:
             return self.decide(workers[0], "only")
         a, b = self._rng.sample(list(workers), 2)
@@ -111,12 +125,12 @@ class CacheAware(_Base):
         self.index = PrefixIndex(self.config.block_tokens, self.config.max_blocks_per_worker)
         self._groups: OrderedDict[str, str] = OrderedDict()  # group key -> worker url
 
-    def _imbalanced(self, workers: Sequence[Worker]) -> bool:
+    def _imbalanced(self, workers: Sequence[Routable]) -> bool:
         loads = [load_of(w) for w in workers]
         lo, hi = min(loads), max(loads)
         return hi - lo > self.config.balance_abs_threshold and hi > self.config.balance_rel_threshold * lo
 
-    def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Decision:
+    def select(self, request: RouteRequest, workers: Sequence[W]) -> Decision[W]:
         if len(workers) == 1:
             return self.decide(workers[0], "only")
         if self._imbalanced(workers):
@@ -136,7 +150,7 @@ class CacheAware(_Base):
             return self.decide(best, "prefix_hit", ratio)
         return self.decide(min(workers, key=load_of), "prefix_miss", ratio)
 
-    def on_dispatch(self, request: RouteRequest, worker: Worker) -> None:
+    def on_dispatch(self, request: RouteRequest, worker: Routable) -> None:
         if request.keys is None:
             request.keys = block_keys(request.input_ids, self.config.block_tokens)
         self.index.insert(worker.url, request.keys)

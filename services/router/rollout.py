@@ -6,32 +6,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-
-from mimo_client.v1 import common_pb2, rollout_pb2, verifier_pb2
+from typing import Protocol
 
 from services.router import metrics_rollout as metrics
-from services.router.gateway import Gateway, Job
-from services.router.outputs import Sample
-from services.router.requests import (
+from services.router.domain import (
     RL_DEFAULTS,
-    InvalidRequest,
-    validate_common,
-    validate_input_ids,
-    validate_messages,
-    validate_sampling,
+    FinishReason,
+    GenerationRequest,
+    GroupFinished,
+    Reward,
+    RewardRequest,
+    RolloutEvent,
+    RolloutFinished,
+    RolloutMode,
+    RolloutPrompt,
+    RolloutSpec,
+    SampleFinished,
+    Usage,
+    Verdict,
 )
-from services.router.rewards import RewardClient
+from services.router.outputs import Sample
+from services.router.pipeline import Generation, Pipeline
 
 DEFAULT_MAX_SAMPLES_IN_FLIGHT = 256
+
+
+class Scorer(Protocol):
+    """Anything that scores responses the way `mimo.v1.Verifier.Verify` does (rewards.RewardClient)."""
+
+    async def verify(self, requests: Sequence[RewardRequest]) -> list[Reward]: ...
 
 
 @dataclass(slots=True)
 class PromptState:
     index: int
-    prompt: rollout_pb2.RolloutPrompt
-    results: dict[int, tuple[Sample, verifier_pb2.VerifyResult]] = field(default_factory=dict)
+    prompt: RolloutPrompt
+    results: dict[int, tuple[Sample, Reward]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -52,35 +64,14 @@ class Clock:
         self.verifying += verifying
 
 
-def validate_rollout(request: rollout_pb2.RolloutRequest, vocab_size: int) -> int:
-    """Every check that needs no worker, before anything starts; returns samples per prompt."""
-    if not request.prompts:
-        raise InvalidRequest("prompts", "must not be empty")
-    validate_sampling(request.sampling)
-    n = validate_common(request.samples_per_prompt, 0, "samples_per_prompt")
-    for i, p in enumerate(request.prompts):
-        kind = p.WhichOneof("input")
-        if kind is None:
-            raise InvalidRequest(f"prompts[{i}].input", "set messages or token_ids")
-        if kind == "messages":
-            validate_messages(p.messages.messages)
-        else:
-            validate_input_ids(p.token_ids.ids, vocab_size, f"prompts[{i}].token_ids")
-        if p.WhichOneof("reward") is None:
-            raise InvalidRequest(f"prompts[{i}].reward", "set math or code")
-    fifo = request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_FIFO
-    if fifo and not 0 < request.target_prompts <= len(request.prompts):
-        raise InvalidRequest("target_prompts", f"FIFO early termination needs 1..{len(request.prompts)} target prompts")
-    return n
-
-
 class RolloutRun:
     """One Rollout call: runs generation and rewards, puts events on a queue."""
 
-    def __init__(self, gateway: Gateway, rewards: RewardClient, request: rollout_pb2.RolloutRequest, n: int) -> None:
-        self.gateway, self.rewards, self.request, self.n = gateway, rewards, request, n
-        self.states = [PromptState(i, p) for i, p in enumerate(request.prompts)]
-        self.events: asyncio.Queue[rollout_pb2.RolloutEvent] = asyncio.Queue()
+    def __init__(self, pipeline: Pipeline, scorer: Scorer, spec: RolloutSpec) -> None:
+        self.pipeline, self.scorer, self.spec = pipeline, scorer, spec
+        self.n = spec.samples_per_prompt
+        self.states = [PromptState(p.index, p) for p in spec.prompts]
+        self.events: asyncio.Queue[RolloutEvent] = asyncio.Queue()
         self.clock = Clock()
         self.started = time.monotonic()
         self.finished_prompts: list[int] = []
@@ -95,77 +86,55 @@ class RolloutRun:
 
     @property
     def target(self) -> int:
-        fifo = self.request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_FIFO
-        return self.request.target_prompts if fifo else len(self.states)
+        return self.spec.target_prompts or len(self.states)
 
-    def _emit(self, **event: object) -> None:
-        self.events.put_nowait(
-            rollout_pb2.RolloutEvent(
-                rollout_id=self.request.rollout_id, weight_version=self.request.weight_version, **event
-            )
-        )
-
-    async def _input_ids(self, state: PromptState) -> list[int]:
-        if state.prompt.WhichOneof("input") == "token_ids":
-            return list(state.prompt.token_ids.ids)
-        return self.gateway.chat_ids(state.prompt.messages.messages)
-
-    def _job(self, state: PromptState, ids: list[int]) -> Job:
-        return Job(
-            "Rollout",
-            ids,
-            self.request.sampling,
-            self.n,
+    def _request(self, state: PromptState) -> GenerationRequest:
+        return GenerationRequest(
+            method="Rollout",
+            prompt=state.prompt.prompt,
+            sampling=self.spec.sampling,
+            n=self.n,
             stream=False,  # the worker still sends each sample's `complete` as it ends; no per-token messages
             defaults=RL_DEFAULTS,
-            group_key=f"{self.request.rollout_id}/{state.index}",
+            group_key=f"{self.spec.rollout_id}/{state.index}",
+            deadline=self.spec.deadline,
         )
 
-    def _task(self, state: PromptState, sample: Sample) -> verifier_pb2.VerifyTask:
-        task = verifier_pb2.VerifyTask(
-            task_id=f"{state.prompt.prompt_id}/{sample.index}", response="".join(sample.text)
-        )
-        if state.prompt.WhichOneof("reward") == "math":
-            task.math.CopyFrom(state.prompt.math)
-        else:
-            task.code.CopyFrom(state.prompt.code)
-        return task
+    async def _prepare(self, state: PromptState) -> Generation:
+        return await self.pipeline.prepare(self._request(state))
 
-    def _record(
-        self, state: PromptState, job: Job, sample: Sample, result: verifier_pb2.VerifyResult, ended: float
-    ) -> None:
+    def _reward_request(self, state: PromptState, sample: Sample) -> RewardRequest:
+        assert state.prompt.reward is not None  # wire.rollout_spec requires one
+        return RewardRequest(f"{state.prompt.prompt_id}/{sample.index}", sample.answer, state.prompt.reward)
+
+    def _record(self, state: PromptState, gen: Generation, sample: Sample, reward: Reward, ended: float) -> None:
         """Emit the sample's event, and the group's when it is the last; count finished prompts."""
         now = time.monotonic()
-        state.results[sample.index] = (sample, result)
+        state.results[sample.index] = (sample, reward)
         self.tokens += len(sample.token_ids)
-        metrics.observe_sample(result.reward, now - ended)
-        self._emit(
-            sample=rollout_pb2.SampleFinished(
+        metrics.observe_sample(reward.reward, now - ended)
+        self.events.put_nowait(
+            SampleFinished(
                 prompt_index=state.index,
                 prompt_id=state.prompt.prompt_id,
                 sample_index=sample.index,
-                text="".join(sample.text),
-                token_ids=sample.token_ids,
+                text=sample.answer,
+                token_ids=tuple(sample.token_ids),
                 finish_reason=sample.finish,
-                reward=result.reward,
-                verification=result,
-                generation_s=ended - job.arrived,
+                reward=reward,
+                generation_s=ended - gen.request.arrived,
                 reward_wait_s=now - ended,
-                usage=common_pb2.Usage(
-                    prompt_tokens=len(job.input_ids),
-                    completion_tokens=len(sample.token_ids),
-                    total_tokens=len(job.input_ids) + len(sample.token_ids),
-                ),
+                usage=Usage(prompt_tokens=len(gen.input_ids), completion_tokens=len(sample.token_ids)),
             )
         )
         if len(state.results) < self.n:
             return
         rewards = [r.reward for _, r in state.results.values()]
-        correct = [r.verdict == verifier_pb2.VERDICT_CORRECT for _, r in state.results.values()]
+        correct = [r.verdict is Verdict.CORRECT for _, r in state.results.values()]
         pass_rate = sum(correct) / self.n
         metrics.observe_group(pass_rate)
-        self._emit(
-            group=rollout_pb2.GroupFinished(
+        self.events.put_nowait(
+            GroupFinished(
                 prompt_index=state.index,
                 prompt_id=state.prompt.prompt_id,
                 num_samples=self.n,
@@ -178,24 +147,24 @@ class RolloutRun:
         self.finished_prompts.append(state.index)
 
     # --- seamless -------------------------------------------------------------------------------------------
-    async def _verify_one(self, state: PromptState, job: Job, sample: Sample) -> None:
+    async def _verify_one(self, state: PromptState, gen: Generation, sample: Sample) -> None:
         ended = time.monotonic()
         self.clock.change(verifying=1)
         try:
-            (result,) = await self.rewards.verify([self._task(state, sample)])
+            (reward,) = await self.scorer.verify([self._reward_request(state, sample)])
         finally:
             self.clock.change(verifying=-1)
-        self._record(state, job, sample, result, ended)
+        self._record(state, gen, sample, reward, ended)
 
     async def _generate_seamless(self, state: PromptState) -> None:
-        job = self._job(state, await self._input_ids(state))
+        gen = await self._prepare(state)
         verifying: list[asyncio.Task[None]] = []
         self.clock.change(generating=1)
         try:
-            async for delta in self.gateway.run(job):
-                if delta.finish_reason != common_pb2.FINISH_REASON_UNSPECIFIED:
+            async for delta in self.pipeline.stream(gen):
+                if delta.finish_reason is not FinishReason.UNSPECIFIED:
                     await self._release(1)
-                    verifying.append(asyncio.create_task(self._verify_one(state, job, job.samples[delta.index])))
+                    verifying.append(asyncio.create_task(self._verify_one(state, gen, gen.samples[delta.index])))
         finally:
             self.clock.change(generating=-1)
             await self._release(self.n - len(verifying))
@@ -207,7 +176,7 @@ class RolloutRun:
             self._capacity.notify_all()
 
     async def _seamless(self) -> None:
-        limit = max(self.n, self.request.max_samples_in_flight or DEFAULT_MAX_SAMPLES_IN_FLIGHT)
+        limit = max(self.n, self.spec.max_samples_in_flight or DEFAULT_MAX_SAMPLES_IN_FLIGHT)
         for state in self.states:
             async with self._capacity:
                 await self._capacity.wait_for(lambda: self._stopping or self._in_flight + self.n <= limit)
@@ -219,30 +188,27 @@ class RolloutRun:
             await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
     # --- synchronous baseline ---------------------------------------------------------------------------
-    async def _generate_only(self, state: PromptState) -> Job:
-        job = self._job(state, await self._input_ids(state))
-        async for _ in self.gateway.run(job):
-            pass
-        return job
+    async def _generate_only(self, state: PromptState) -> Generation:
+        return await self.pipeline.run(await self._prepare(state))
 
     async def _synchronous(self) -> None:
-        batch_size = self.request.sync_batch_prompts or len(self.states)
+        batch_size = self.spec.sync_batch_prompts or len(self.states)
         for start in range(0, len(self.states), batch_size):
             if len(self.finished_prompts) >= self.target:
                 break
             batch = self.states[start : start + batch_size]
             self.clock.change(generating=1)
             try:
-                jobs = await asyncio.gather(*(self._generate_only(s) for s in batch))
+                gens = await asyncio.gather(*(self._generate_only(s) for s in batch))
             finally:
                 self.clock.change(generating=-1)
-            pairs = [(s, job, sample) for s, job in zip(batch, jobs, strict=True) for sample in job.samples]
+            pairs = [(s, gen, sample) for s, gen in zip(batch, gens, strict=True) for sample in gen.samples]
             ended = time.monotonic()
             self.clock.change(verifying=1)
-            results = await self.rewards.verify([self._task(s, sample) for s, _, sample in pairs])
+            rewards = await self.scorer.verify([self._reward_request(s, sample) for s, _, sample in pairs])
             self.clock.change(verifying=-1)
-            for (s, job, sample), result in zip(pairs, results, strict=True):
-                self._record(s, job, sample, result, ended)
+            for (s, gen, sample), reward in zip(pairs, rewards, strict=True):
+                self._record(s, gen, sample, reward, ended)
         self.early_terminated = len(self.finished_prompts) < len(self.states)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -273,7 +239,7 @@ class RolloutRun:
 
     async def run(self) -> None:
         try:
-            if self.request.mode == rollout_pb2.ROLLOUT_MODE_SYNCHRONOUS:
+            if self.spec.mode is RolloutMode.SYNCHRONOUS:
                 await self._synchronous()
             else:
                 await self._seamless()
@@ -291,8 +257,8 @@ class RolloutRun:
         finished_samples = sum(len(s.results) for s in self.states if s.index in done)
         if self.early_terminated:
             metrics.EARLY_TERMINATIONS.inc()
-        self._emit(
-            finished=rollout_pb2.RolloutFinished(
+        self.events.put_nowait(
+            RolloutFinished(
                 num_prompts_finished=len(done),
                 num_prompts_unfinished=len(unfinished),
                 num_samples_finished=finished_samples,
@@ -302,12 +268,12 @@ class RolloutRun:
                 completion_tokens_per_s=self.tokens / wall_s if wall_s else 0.0,
                 reward_wait_s=self.clock.reward_wait_s,
                 early_terminated=self.early_terminated,
-                unfinished_prompt_ids=[s.prompt.prompt_id for s in unfinished],
+                unfinished_prompt_ids=tuple(s.prompt.prompt_id for s in unfinished),
             )
         )
 
 
-async def stream_rollout(run: RolloutRun) -> AsyncIterator[rollout_pb2.RolloutEvent]:
+async def stream_rollout(run: RolloutRun) -> AsyncIterator[RolloutEvent]:
     """Events while the run goes on; cancelling the consumer cancels the run (and aborts worker requests)."""
     runner = asyncio.create_task(run.run())
     try:
@@ -317,7 +283,7 @@ async def stream_rollout(run: RolloutRun) -> AsyncIterator[rollout_pb2.RolloutEv
             if getter.done():
                 event = getter.result()
                 yield event
-                if event.HasField("finished"):
+                if isinstance(event, RolloutFinished):
                     break
                 continue
             getter.cancel()

@@ -1,4 +1,4 @@
-"""The router's tokenizer: the tokenizer service's artifacts, fetched once (and again when their hash changes),
+"""The router's client of the tokenizer service: the tokenizer service's artifacts, fetched once (and again when their hash changes),
 cached on disk by hash and used in-process for encoding, chat templating and detokenization."""
 
 from __future__ import annotations
@@ -8,44 +8,17 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from mimo_client.v1 import common_pb2, tokenizer_pb2, tokenizer_pb2_grpc
-from tokenizers import Tokenizer
+from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
 from services.common.server import StartupError
-from services.router.requests import InvalidRequest
-from services.text.artifacts import ArtifactsError, LoadedTokenizer, load_tokenizer_dir, save_artifact_chunks
-from services.text.chat import ChatTemplate, ChatTemplateError, Message
+from services.router.prompts import TokenizerSnapshot
+from services.text.artifacts import ArtifactsError, load_tokenizer_dir, save_artifact_chunks
+from services.text.chat import ChatTemplate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenizerSnapshot:
-    """One version of the artifacts, loaded."""
-
-    loaded: LoadedTokenizer
-    template: ChatTemplate
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self.loaded.tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return self.loaded.info.vocab_size
-
-    @property
-    def stop_token_ids(self) -> tuple[int, ...]:
-        return self.loaded.info.stop_token_ids
-
-    @property
-    def sha256(self) -> str:
-        return self.loaded.info.artifacts_sha256
 
 
 class RouterTokenizer:
@@ -108,23 +81,6 @@ class RouterTokenizer:
         if self.current is None:
             raise RuntimeError("tokenizer not loaded")
         return self.current
-
-    def encode(self, text: str) -> list[int]:
-        return self.snapshot.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def chat_ids(self, messages: Sequence[common_pb2.ChatMessage]) -> list[int]:
-        """The prompt ids for a chat, rendered in-process with the service's own template (measured faster than
-        an ApplyChatTemplate call: see the router's issue note)."""
-        try:
-            text = self.snapshot.template.render([Message(m.role, m.content) for m in messages], True)
-        except ChatTemplateError as e:
-            raise InvalidRequest("messages", str(e)) from e
-        return self.encode(text)
-
-    async def chat_ids_remote(self, messages: Sequence[common_pb2.ChatMessage], timeout_s: float | None) -> list[int]:
-        """The same ids from the tokenizer service (kept for comparison and as a cross-check in tests)."""
-        request = tokenizer_pb2.ApplyChatTemplateRequest(messages=messages, add_generation_prompt=True)
-        return list((await self._stub.ApplyChatTemplate(request, timeout=timeout_s)).ids)
 
     async def stop(self) -> None:
         if self._task:

@@ -1,4 +1,5 @@
-"""Workers the router can send to: a gRPC client each, health and load polling, circuit breakers."""
+"""Workers the router can send to: the router's view of each (state, load, in-flight), health and load polling,
+circuit breakers. The wire lives in `worker_client.py`."""
 
 from __future__ import annotations
 
@@ -6,43 +7,33 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-
-import grpc
-from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
-from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
+from typing import Protocol
 
 from services.router import metrics
 from services.router.breaker import CircuitBreaker, CircuitState
+from services.router.domain import WorkerCallFailed, WorkerEvent, WorkerLoad, WorkerModelInfo, WorkerRequest
 
 log = logging.getLogger(__name__)
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-]
+
+class WorkerConnection(Protocol):
+    """A client of one worker (`worker_client.WorkerClient`, or a test's own); failures raise WorkerCallFailed."""
+
+    def generate(self, request: WorkerRequest, timeout_s: float | None) -> AsyncIterator[WorkerEvent]: ...
+    async def abort(self, request_id: str, reason: str) -> None: ...
+    async def health(self, timeout_s: float) -> tuple[bool, str]: ...
+    async def load(self, timeout_s: float) -> WorkerLoad: ...
+    async def model_info(self, timeout_s: float) -> WorkerModelInfo: ...
+    async def close(self) -> None: ...
 
 
 class WorkerState(Enum):
     READY = "ready"
     NOT_READY = "not_ready"  # failing health checks, still probed
     FAILED = "failed"  # failed many checks in a row, probed less often
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerLoad:
-    """The worker's own view of its load, from GetLoads."""
-
-    num_running: int = 0
-    num_waiting: int = 0
-    token_usage: float = 0.0
-    cache_hit_rate: float = 0.0
-    accept_length: float = 0.0
-    max_running: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +49,18 @@ class Worker:
     """One worker endpoint with the router's view of its state."""
 
     url: str
-    channel: grpc.aio.Channel
-    stub: pb_grpc.SglangSchedulerStub
+    client: WorkerConnection
     breaker: CircuitBreaker
     state: WorkerState = WorkerState.NOT_READY
     in_flight: int = 0  # samples the router has in flight here
     load: WorkerLoad = field(default_factory=WorkerLoad)
     failed_checks: int = 0
-    model_info: pb.GetModelInfoResponse | None = None
+    model_info: WorkerModelInfo | None = None
+    on_change: Callable[[], None] | None = None  # the pool re-evaluates readiness
 
-    @classmethod
-    def connect(cls, url: str, breaker: CircuitBreaker) -> Worker:
-        channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS)
-        return cls(url, channel, pb_grpc.SglangSchedulerStub(channel), breaker)
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def is_routable(self) -> bool:
@@ -87,27 +77,30 @@ class Worker:
         metrics.CIRCUIT_STATE.labels(self.url).set(int(self.breaker.state))
         if stage == "connect":
             self._set_state(WorkerState.NOT_READY)
+        self._changed()
 
     def record_success(self) -> None:
         self.breaker.record_success()
         metrics.CIRCUIT_STATE.labels(self.url).set(int(self.breaker.state))
+        self._changed()
 
     def _set_state(self, state: WorkerState) -> None:
         if state is not self.state:
             log.info("worker state", extra={"worker": self.url, "from": self.state.value, "to": state.value})
             self.state = state
+            self._changed()
         metrics.WORKER_STATE.labels(self.url).set(1 if state is WorkerState.READY else 0)
 
     async def probe(self, policy: HealthPolicy) -> None:
         """One health check plus a load read; updates state."""
         try:
-            health = await self.stub.HealthCheck(pb.HealthCheckRequest(), timeout=policy.timeout_s)
-            if not health.healthy:
-                raise RuntimeError(health.message or "unhealthy")
-            loads = await self.stub.GetLoads(pb.GetLoadsRequest(), timeout=policy.timeout_s)
+            healthy, message = await self.client.health(policy.timeout_s)
+            if not healthy:
+                raise RuntimeError(message or "unhealthy")
+            load = await self.client.load(policy.timeout_s)
             if self.model_info is None:
-                self.model_info = await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=policy.timeout_s)
-        except (TimeoutError, grpc.aio.AioRpcError, RuntimeError) as e:
+                self.model_info = await self.client.model_info(policy.timeout_s)
+        except (TimeoutError, WorkerCallFailed, RuntimeError) as e:
             self.failed_checks += 1
             if self.failed_checks >= policy.failed_after:
                 self._set_state(WorkerState.FAILED)
@@ -116,53 +109,45 @@ class Worker:
             log.debug("health check failed", extra={"worker": self.url, "error": str(e)[:200]})
             return
         self.failed_checks = 0
-        self.load = _parse_load(loads)
+        self.load = load
         if self.breaker.state is not CircuitState.CLOSED:
             self.record_success()  # a healthy probe lets trial traffic through (open -> half-open)
         self._set_state(WorkerState.READY)
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.client.close()
         for gauge in (metrics.WORKER_IN_FLIGHT, metrics.WORKER_STATE, metrics.CIRCUIT_STATE):
             with contextlib.suppress(KeyError):
                 gauge.remove(self.url)
 
 
-def _parse_load(resp: pb.GetLoadsResponse) -> WorkerLoad:
-    if not resp.loads:
-        return WorkerLoad()
-    first = resp.loads[0]
-    spec = first.speculative if first.HasField("speculative") else None
-    return WorkerLoad(
-        num_running=sum(x.num_running_reqs for x in resp.loads),
-        num_waiting=sum(x.num_waiting_reqs for x in resp.loads),
-        token_usage=max(x.token_usage for x in resp.loads),
-        cache_hit_rate=first.cache_hit_rate,
-        accept_length=spec.accept_length if spec else 0.0,
-        max_running=sum(x.max_running_requests for x in resp.loads),
-    )
-
-
 class WorkerPool:
-    """The set of workers, kept current by discovery, probed by one health loop."""
+    """The set of workers, kept current by discovery, probed by one health loop. "Routable" (ready, breaker not
+    open) is what readiness reports and what requests wait for."""
 
-    def __init__(self, health: HealthPolicy, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, health: HealthPolicy, breaker: CircuitBreaker, connect: Callable[[str], WorkerConnection]
+    ) -> None:
         self._health = health
+        self._connect = connect
         self._breaker_template = breaker
         self.workers: dict[str, Worker] = {}
         self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-        self.on_removed: list = []  # callbacks(url) — e.g. the cache-aware policy forgets the worker
+        self._has_routable = asyncio.Event()
+        self.on_removed: list[Callable[[str], None]] = []  # callbacks(url), e.g. the cache-aware policy forgets
+        self.on_routable: list[Callable[[bool], None]] = []  # callbacks(any routable), e.g. health readiness
 
     async def add(self, url: str) -> Worker:
+        """Add a worker and probe it at once (not on the next interval)."""
         if url in self.workers:
             return self.workers[url]
         t = self._breaker_template
-        worker = Worker.connect(url, CircuitBreaker(t.failure_threshold, t.success_threshold, t.open_s))
+        worker = Worker(url, self._connect(url), CircuitBreaker(t.failure_threshold, t.success_threshold, t.open_s))
+        worker.on_change = self._refresh
         self.workers[url] = worker
         log.info("worker added", extra={"worker": url})
         await worker.probe(self._health)
-        self._changed.set()
+        self._refresh()
         return worker
 
     async def remove(self, url: str) -> None:
@@ -170,23 +155,52 @@ class WorkerPool:
         if worker is None:
             return
         log.info("worker removed", extra={"worker": url})
+        worker.on_change = None
         for callback in self.on_removed:
             callback(url)
+        self._refresh()
         await worker.close()
 
     def routable(self) -> list[Worker]:
         return [w for w in self.workers.values() if w.is_routable]
 
-    def any_model_info(self) -> pb.GetModelInfoResponse | None:
-        return next((w.model_info for w in self.workers.values() if w.model_info is not None), None)
+    def describe(self) -> str:
+        """Each worker's state, for a person: "h:p ready, h:p not_ready (breaker open)"."""
+        if not self.workers:
+            return "no workers known"
+        return ", ".join(
+            f"{w.url} {w.state.value}" + ("" if w.breaker.allows() else " (breaker open)")
+            for w in self.workers.values()
+        )
 
-    async def wait_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not self.routable():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
+    def _refresh(self) -> None:
+        now = bool(self.routable())
+        if now == self._has_routable.is_set():
+            return
+        if now:
+            self._has_routable.set()
+        else:
+            self._has_routable.clear()
+        log.info("pool routable" if now else "pool has no routable worker", extra={"workers": self.describe()})
+        for callback in self.on_routable:
+            callback(now)
+
+    def report_routable(self, callback: Callable[[bool], None]) -> None:
+        """Call `callback` now with whether a worker is routable, and again at every change."""
+        self.on_routable.append(callback)
+        callback(bool(self.routable()))
+
+    async def wait_routable(self, timeout_s: float) -> bool:
+        """Until some worker is routable (True) or `timeout_s` passes (False)."""
+        self._refresh()
+        if self._has_routable.is_set():
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._has_routable.wait(), max(0.0, timeout_s))
+        return bool(self.routable())
+
+    def any_model_info(self) -> WorkerModelInfo | None:
+        return next((w.model_info for w in self.workers.values() if w.model_info is not None), None)
 
     async def _loop(self) -> None:
         while True:
@@ -194,6 +208,7 @@ class WorkerPool:
             workers = list(self.workers.values())
             due = [w for w in workers if w.state is not WorkerState.FAILED or int(started) % 5 == 0]
             await asyncio.gather(*(w.probe(self._health) for w in due), return_exceptions=True)
+            self._refresh()  # a breaker's open period may have run out
             await asyncio.sleep(max(0.0, self._health.interval_s - (time.monotonic() - started)))
 
     def start(self) -> None:

@@ -14,6 +14,7 @@ from router.stack_fixtures import SIM_PROFILE
 from services.common.net import free_port
 from services.router.breaker import CircuitBreaker
 from services.router.discovery import KubernetesDiscovery, matches_selector, pod_worker_url
+from services.router.worker_client import WorkerClient
 from services.router.workers import HealthPolicy, WorkerPool
 from services.stack import ChildSpec, Stack
 
@@ -69,7 +70,7 @@ async def test_discovery_follows_adds_readiness_and_deletes(kmock: kmock.Kuberne
     ]  # fmt: skip
     stack = Stack(specs, tmp_path)
     await stack.start()
-    pool = WorkerPool(HealthPolicy(interval_s=0.2), CircuitBreaker())
+    pool = WorkerPool(HealthPolicy(interval_s=0.2), CircuitBreaker(), WorkerClient)
     discovery = KubernetesDiscovery(pool, str(kmock.url), NS, "app=mimo-worker", 31000, resync_s=2)
     a, b = f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"
     try:

@@ -21,7 +21,7 @@ from services.router.workers import Worker, WorkerState
 
 
 def worker(url: str, in_flight: int = 0) -> Worker:
-    w = Worker(url=url, channel=None, stub=None, breaker=CircuitBreaker())  # type: ignore[arg-type]
+    w = Worker(url=url, client=None, breaker=CircuitBreaker())  # type: ignore[arg-type]
     w.state = WorkerState.READY
     w.in_flight = in_flight
     return w

@@ -1,0 +1,149 @@
+"""`mimo.v1.Inference` and `mimo.v1.Rollout` over the pipeline: proto in (wire.py), domain call, proto out;
+the one map from domain errors to gRPC status codes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from mimo_client.v1 import inference_pb2, inference_pb2_grpc, rollout_pb2, rollout_pb2_grpc
+
+from services.router import wire
+from services.router.domain import (
+    DeadlineExceeded,
+    InvalidRequest,
+    Rejected,
+    RouterError,
+    Unauthenticated,
+    Unavailable,
+    UnknownModel,
+)
+from services.router.pipeline import Generation, Pipeline
+from services.router.rollout import RolloutRun, Scorer, stream_rollout
+
+STATUS: dict[type[RouterError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownModel: grpc.StatusCode.INVALID_ARGUMENT,
+    Rejected: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+}
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: RouterError) -> None:
+    """Turn a domain error into the gRPC status the contract names (retry advice in trailing metadata)."""
+    code = STATUS.get(type(error), grpc.StatusCode.INTERNAL)
+    message = str(error)
+    if isinstance(error, Rejected):
+        retry_ms = int(error.retry_after_s * 1000)
+        context.set_trailing_metadata((("retry-after-ms", str(retry_ms)),))
+        message = f"{error}; retry after {retry_ms} ms"
+    await context.abort(code, message)
+
+
+def unary_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except RouterError as e:
+            await abort_with(context, e)
+
+    return wrapper
+
+
+def stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for response in method(self, request, context):
+                yield response
+        except RouterError as e:
+            await abort_with(context, e)
+
+    return wrapper
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def _prepare(self, request: Any, chat: bool, stream: bool, context: grpc.aio.ServicerContext) -> Generation:
+        self.pipeline.check_model(request.model)
+        deadline = wire.deadline_in(context.time_remaining())
+        method = ("Chat" if chat else "Generate") + ("Stream" if stream else "")
+        parse = wire.chat_request if chat else wire.generate_request
+        return await self.pipeline.prepare(parse(request, method, stream, deadline))
+
+    async def _respond(self, gen: Generation, response_type: Any) -> Any:
+        await self.pipeline.run(gen)
+        return response_type(
+            request_id=gen.request_id,
+            model=self.pipeline.model_name,
+            choices=[wire.choice_pb(c) for c in gen.choices()],
+            usage=wire.usage_pb(gen.usage()),
+        )
+
+    async def _stream(self, gen: Generation, response_type: Any) -> AsyncIterator[Any]:
+        async for delta in self.pipeline.stream(gen):
+            yield response_type(request_id=gen.request_id, delta=wire.delta_pb(delta))
+        yield response_type(request_id=gen.request_id, usage=wire.usage_pb(gen.usage()))
+
+    @unary_errors
+    async def Generate(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.GenerateResponse:
+        return await self._respond(await self._prepare(request, False, False, context), inference_pb2.GenerateResponse)
+
+    @stream_errors
+    async def GenerateStream(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
+        gen = await self._prepare(request, False, True, context)
+        async for response in self._stream(gen, inference_pb2.GenerateStreamResponse):
+            yield response
+
+    @unary_errors
+    async def Chat(
+        self, request: inference_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ChatResponse:
+        return await self._respond(await self._prepare(request, True, False, context), inference_pb2.ChatResponse)
+
+    @stream_errors
+    async def ChatStream(
+        self, request: inference_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.ChatStreamResponse]:
+        gen = await self._prepare(request, True, True, context)
+        async for response in self._stream(gen, inference_pb2.ChatStreamResponse):
+            yield response
+
+    async def ListModels(
+        self, request: inference_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ListModelsResponse:
+        card = self.pipeline.model_card()
+        model = inference_pb2.ModelInfo(
+            id=card.id,
+            max_context_tokens=card.max_context_tokens,
+            vocab_size=card.vocab_size,
+            num_workers=card.num_workers,
+            mtp_enabled=card.mtp_enabled,
+        )
+        return inference_pb2.ListModelsResponse(models=[model])
+
+
+class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
+    def __init__(self, pipeline: Pipeline, scorer: Scorer) -> None:
+        self.pipeline = pipeline
+        self.scorer = scorer
+
+    @stream_errors
+    async def Rollout(
+        self, request: rollout_pb2.RolloutRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rollout_pb2.RolloutEvent]:
+        deadline = wire.deadline_in(context.time_remaining())
+        spec = wire.rollout_spec(request, self.pipeline.vocab_size, deadline)
+        async for event in stream_rollout(RolloutRun(self.pipeline, self.scorer, spec)):
+            yield wire.rollout_event_pb(spec, event)
