@@ -6,18 +6,26 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from services.common.config import add_server_args, server_settings
 from services.common.server import Service, run
+from services.worker.server import build_service
 
-ENGINES = ("torch", "sim", "sglang")
+# The one table of engines: each package exports `build(args) -> Engine`. Only the chosen one is imported:
+# torch is an optional dependency, and sglang needs its own install.
+ENGINES = {
+    "torch": "services.worker.engines.torch",
+    "sim": "services.worker.engines.sim",
+    "sglang": "services.worker.engines.sglang",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimo-serve worker", description=__doc__)
     parser.add_argument(
         "--engine",
-        choices=ENGINES,
+        choices=tuple(ENGINES),
         required=True,
         help="torch: reference engine; sim: latency model; sglang: production",
     )
@@ -46,34 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sim_build(args: argparse.Namespace):
-    from services.worker.engines.sim.engine import SimEngine
-    from services.worker.engines.sim.profile import load_profile
-    from services.worker.server import build_service
-
-    profile = load_profile(args.profile).with_overrides(
-        is_mtp_enabled=False if args.no_mtp else None,
-        max_running_requests=args.max_running_requests,
-        kv_capacity_tokens=args.kv_cache_tokens,
-    )
-
-    engine = SimEngine(profile, args.model, args.served_model_name, args.time_scale)
-
-    async def build() -> Service:
-        return build_service(engine)
-
-    return build
-
-
-def _torch_build(args: argparse.Namespace):
-    from services.worker.server import build_service
-
-    engine_module = importlib.import_module("services.worker.engines.torch")
-
-    async def build() -> Service:
-        return build_service(engine_module.build_engine(args))
-
-    return build
+def engine_module(name: str) -> ModuleType:
+    """The engine package for `--engine name`; ModuleNotFoundError when its dependencies are not installed."""
+    return importlib.import_module(ENGINES[name])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,27 +65,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mimo-serve worker: --model DIR is required for --engine {args.engine}", file=sys.stderr)
         return 2
     try:
-        if args.engine == "sim":
-            build = _sim_build(args)
-        elif args.engine == "torch":
-            try:
-                build = _torch_build(args)
-            except ModuleNotFoundError as e:
-                if e.name and e.name.startswith("services.worker.engines.torch"):
-                    print("mimo-serve worker: torch engine not built yet", file=sys.stderr)
-                    return 2
-                raise
-        else:
-            from services.worker.engines.sglang.launcher import SglangSetupError, sglang_build
-
-            try:
-                build = sglang_build(args)
-            except SglangSetupError as e:
-                print(f"mimo-serve worker --engine sglang: {e}", file=sys.stderr)
-                return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"mimo-serve worker: {e}", file=sys.stderr)
+        module = engine_module(args.engine)
+    except ModuleNotFoundError as e:
+        print(f"mimo-serve worker: the {args.engine} engine cannot load: {e}", file=sys.stderr)
         return 2
+    try:
+        engine = module.build(args)
+    except (FileNotFoundError, ValueError) as e:  # bad flags, a missing model, an unusable SGLang install
+        print(f"mimo-serve worker --engine {args.engine}: {e}", file=sys.stderr)
+        return 2
+
+    async def build() -> Service:
+        return build_service(engine)
+
     return run(server_settings(args, "worker"), build)
 
 

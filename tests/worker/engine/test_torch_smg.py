@@ -18,8 +18,8 @@ from services.worker.engine_api import GenerateInput
 from services.worker.engines.torch import TorchEngine, TorchEngineConfig
 from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.model import load_mimo
-from services.worker.server import build_service
 from services.worker.model_info import read_model_info
+from services.worker.server import build_service
 from tests.worker.engine.torch_fixtures import greedy, run_all, tokens_of, write_model_dir
 from tests.worker.smg_peer import chat_completion, needs_smg, running_smg
 

@@ -127,7 +127,7 @@ async def test_too_many_requests_in_flight_is_resource_exhausted(model_dir: Path
 
 def test_worker_flags_reach_the_engine(model_dir: Path) -> None:
     from services.worker.__main__ import build_parser
-    from services.worker.engines.torch import build_engine
+    from services.worker.engines.torch import build as build_engine
 
     flags = ["--engine", "torch", "--model", str(model_dir), "--no-mtp", "--kv-cache-tokens", "256"]
     flags += ["--max-running-requests", "8", "--block-size", "8", "--max-batch-tokens", "512"]

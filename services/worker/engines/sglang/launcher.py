@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -11,16 +10,14 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import grpc
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
-from services.common.net import free_port
-from services.common.server import Service
 from services.worker.engine_api import EngineUnavailable
-from services.worker.engines.sglang.profile import SglangProfile, build_command, load_sglang_profile
+from services.worker.engines.sglang.profile import SglangProfile
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +32,7 @@ _VERSION_PROBE = (
 )
 
 
-class SglangSetupError(Exception):
+class SglangSetupError(ValueError):
     """SGLang is missing, too old, or the profile is unusable; the message says what to install."""
 
 
@@ -126,40 +123,3 @@ class SglangChild:
         assert self.proc is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-
-
-def sglang_build(args: argparse.Namespace) -> Callable[[], Awaitable[Service]]:
-    """Check the install, build the profile and command; return `build()` for services.common.server.run."""
-    from services.worker.engines.sglang.engine import SglangEngine
-    from services.worker.server import build_service
-
-    try:
-        profile = load_sglang_profile(
-            args.profile,
-            model_path=args.model,
-            served_model_name=args.served_model_name,
-            tp_size=args.tp_size,
-            mem_fraction_static=args.mem_fraction,
-            context_length=args.context_length,
-            max_running_requests=args.max_running_requests,
-            is_mtp_enabled=False if args.no_mtp else None,
-            python=args.sglang_python,
-            startup_timeout_s=args.startup_timeout_s,
-            extra_args=tuple(args.sglang_arg) or None,
-        )
-    except ValueError as e:
-        raise SglangSetupError(str(e)) from e
-    check_versions(installed_versions(profile.python or _this_python()), profile)
-    port = args.sglang_port or free_port()
-    child = SglangChild(build_command(profile, "127.0.0.1", port), f"127.0.0.1:{port}")
-
-    async def build() -> Service:
-        return build_service(SglangEngine(profile, child))
-
-    return build
-
-
-def _this_python() -> str:
-    import sys
-
-    return sys.executable

@@ -1,6 +1,6 @@
 """The reference engine: MiMo in PyTorch (nano-vllm's split), with paged KV, prefix cache and MTP.
 
-`mimo-serve worker --engine torch --model DIR` calls `build_engine(args)`.
+`mimo-serve worker --engine torch --model DIR` calls `build(args)`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from services.worker.engines.torch.engine import TorchEngine, TorchEngineConfig
 
-__all__ = ["TorchEngine", "TorchEngineConfig", "build_engine", "config_from_args"]
+__all__ = ["TorchEngine", "TorchEngineConfig", "build", "config_from_args"]
 
 
 def config_from_args(args: argparse.Namespace) -> TorchEngineConfig:
@@ -32,7 +32,7 @@ def config_from_args(args: argparse.Namespace) -> TorchEngineConfig:
     )
 
 
-def build_engine(args: argparse.Namespace) -> TorchEngine:
+def build(args: argparse.Namespace) -> TorchEngine:
     """A TorchEngine from `mimo-serve worker` flags; the model loads in `start()`."""
     if not getattr(args, "model", None):
         raise ValueError("--model: the torch engine needs a model directory (config.json + safetensors)")
