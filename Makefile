@@ -32,6 +32,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services operators loadtest
+	$(BIN)/lint-imports
 
 test: setup proto-check lint
 	$(BIN)/pytest $(PYTEST_ARGS)
