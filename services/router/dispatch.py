@@ -34,6 +34,9 @@ class Dispatcher:
         self.max_wait_s = max_wait_s  # how long a request waits for a first routable worker
         self._aborts: set[asyncio.Task[None]] = set()
 
+    def _untried(self, tried: set[str]) -> bool:
+        return any(w.url not in tried for w in self.pool.routable())
+
     async def _choose(self, route: RouteRequest, tried: set[str], deadline: float | None) -> Worker:
         workers = [w for w in self.pool.routable() if w.url not in tried]
         if not workers and tried:
@@ -78,7 +81,7 @@ class Dispatcher:
                         f"a worker failed mid-stream ({e.code}) after {received} responses and {finished} of {n} "
                         "finished samples"
                     ) from e
-                if e.retryable and attempt + 1 < self.max_attempts and self.pool.routable():
+                if e.retryable and attempt + 1 < self.max_attempts and self._untried(tried):
                     metrics.RETRIES.labels(e.code.lower()).inc()
                     log.info("retrying on another worker", extra={"worker": worker.url, "code": e.code})
                     continue
