@@ -1,54 +1,67 @@
-# The verbs a person types. `make run` brings up the whole stack on the tiny model with a demo;
+# The verbs a person types (`make` lists them). `make run` brings up the whole stack on the tiny model with a demo;
 # `make test` sets up a fresh machine and runs every check CI runs.
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run up demo test test-all lint proto proto-check bench helm loadtest clean
+.DEFAULT_GOAL := help
+.PHONY: help setup run up demo test test-quick test-all lint fmt generate check-generated proto bench helm loadtest clean
 
-setup: $(VENV)/.installed
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## create .venv with every dependency (scripts/setup.sh)
 
 $(VENV)/.installed: pyproject.toml sdk/python/pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
-run: setup
+run: setup ## the whole stack on the tiny model, with a demo
 	$(BIN)/mimo-serve up --demo
 
-up: setup
+up: setup ## the whole stack on the tiny model
 	$(BIN)/mimo-serve up
 
-demo: setup
+demo: setup ## a streamed chat and a small rollout with rewards, for a person
 	$(BIN)/mimo-serve demo
 
-proto: setup
-	$(PY) scripts/gen_proto.py
+generate: setup ## regenerate everything generated: proto stubs, CRDs in the chart, dashboards (scripts/generate.py)
+	$(PY) scripts/generate.py
 
-proto-check: setup
-	$(PY) scripts/gen_proto.py --check
+proto: generate ## the old name of `make generate`
 
-lint: setup
+check-generated: setup ## fail when a generated file differs from what its source says (writes nothing)
+	$(PY) scripts/generate.py --check
+
+lint: setup ## ruff, ruff format --check, mypy, and the import contracts (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services operators loadtest
 	$(BIN)/lint-imports
 
-test: setup proto-check lint
+fmt: setup ## ruff --fix and ruff format, in place
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: setup check-generated lint ## every check CI runs: generated files, lint, the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-all: setup
+test-quick: setup ## the tests that take seconds (not slow, not e2e)
+	$(BIN)/pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+test-all: setup ## every test, including those marked gpu
 	$(BIN)/pytest -m "" $(PYTEST_ARGS)
 
-bench: setup
+bench: setup ## every `mimo-serve bench PART`, each against its peer
 	@for part in tokenizer verifier sim engine router rollout autoscaler; do \
 		echo "== mimo-serve bench $$part"; $(BIN)/mimo-serve bench $$part || exit 1; done
 
-helm: setup
+helm: setup ## the chart's tests (render, lint, schema, dashboards)
 	$(BIN)/pytest tests/helm
 
-loadtest: setup
+loadtest: setup ## locust against a running router (LOADTEST_ARGS=...)
 	$(PY) -m loadtest $(LOADTEST_ARGS)
 
-clean:
+clean: ## remove .venv and the caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,8 +22,8 @@ import grpc
 from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 from tokenizers import Tokenizer
 
-from services.tokenizer.__main__ import DEFAULT_MODEL, resolve_model_dir
 from services.text.artifacts import ArtifactsError, load_tokenizer_dir
+from services.tokenizer.__main__ import DEFAULT_MODEL, resolve_model_dir
 
 PARAGRAPHS = (
     "Let n be a positive integer such that n^2 + 3n + 2 is divisible by 6. Show that n is not a multiple of 3 "

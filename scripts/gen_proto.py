@@ -1,4 +1,4 @@
-"""Generate the mimo.v1 Python stubs into the SDK (`make proto`); `--check` fails when they are stale."""
+"""Generate the mimo.v1 Python stubs into the SDK (`make generate` runs it); `--check` fails when they are stale."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def main() -> int:
         stale = cmp.left_only + cmp.right_only + cmp.diff_files
         stale = [n for n in stale if n != "__pycache__"]
         if stale:
-            print(f"stale generated stubs: {', '.join(sorted(stale))}; run `make proto`", file=sys.stderr)
+            print(f"stale generated stubs: {', '.join(sorted(stale))}; run `make generate`", file=sys.stderr)
             return 1
     print("generated stubs are up to date")
     return 0
