@@ -6,11 +6,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
-from sleepy_server import SleepyTokenizer
 
 from services.common.config import ServerSettings
 from services.common.interceptors import BearerTokenInterceptor
 from services.common.server import Service, start
+from tests.support.sleepy_server import SleepyTokenizer
 
 
 async def test_bearer_token_required_but_health_open():

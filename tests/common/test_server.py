@@ -19,7 +19,7 @@ from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
 from services.common.net import free_port
 
-SERVER = Path(__file__).with_name("sleepy_server.py")
+SERVER = Path(__file__).resolve().parents[1] / "support" / "sleepy_server.py"
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_fixtures import CHART, one, render, scenario_values
-from metric_names import exported_names, metric_names, recorded_names
+
+from tests.support.chart import CHART, one, render, scenario_values
+from tests.support.metric_names import exported_names, metric_names, recorded_names
 
 PROMTOOL = "/usr/bin/promtool"
 RULES = CHART / "files" / "alerts.yaml"

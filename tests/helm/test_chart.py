@@ -8,7 +8,8 @@ from typing import Any
 import helm_python
 import pytest
 import yaml
-from chart_fixtures import (
+
+from tests.support.chart import (
     CHART,
     REPO,
     SCENARIOS,

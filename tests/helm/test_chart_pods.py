@@ -8,10 +8,10 @@ from typing import Any
 
 import kubernetes_validate.utils as kv
 import pytest
-from chart_fixtures import KUBE_VERSIONS, Manifest, deep_merge, find, one, render, scenario_values
 
 from operators.autoscaler import resources
 from operators.autoscaler.spec import parse_pool
+from tests.support.chart import KUBE_VERSIONS, Manifest, deep_merge, find, one, render, scenario_values
 
 PRODUCTION = scenario_values("gpu-production")
 

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chart_fixtures import CHART
-from metric_names import exported_names, metric_names, recorded_names
+
+from tests.support.chart import CHART, dashboards_build
+from tests.support.metric_names import exported_names, metric_names, recorded_names
 
 DASHBOARDS = CHART / "dashboards"
 NAMES = ("overview", "workers", "rollouts", "autoscaler")
@@ -28,14 +27,7 @@ def targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[st
 
 
 def test_the_json_files_are_what_build_py_writes() -> None:
-    sys.path.insert(0, str(DASHBOARDS))
-    try:
-        spec = importlib.util.spec_from_file_location("dashboards_build", DASHBOARDS / "build.py")
-        assert spec is not None and spec.loader is not None
-        build = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(build)
-    finally:
-        sys.path.remove(str(DASHBOARDS))
+    build = dashboards_build()
     built = build.build()
     assert sorted(built) == sorted(f"{n}.json" for n in NAMES)
     for filename, body in built.items():

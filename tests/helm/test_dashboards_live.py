@@ -19,7 +19,6 @@ import contextlib
 import json
 import math
 import shutil
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,8 +28,15 @@ import kmock
 import kopf
 import pytest
 import yaml
-from chart_fixtures import CHART, deep_merge, one, render, scenario_values
-from live_stack import (
+from prometheus_client import start_http_server
+
+from operators.autoscaler.autoscale import OperatorConfig
+from operators.autoscaler.main import RunOptions, serve
+from services.common.net import free_port
+from services.stack import Stack, random_ports_plan
+from tests.support.autoscaler import VersionedEmulator, declare_resources
+from tests.support.chart import CHART, deep_merge, one, render, scenario_values
+from tests.support.live_stack import (
     NAMESPACE,
     POOL,
     PROMETHEUS,
@@ -43,16 +49,6 @@ from live_stack import (
     drive_verifier,
     prometheus_config,
 )
-from prometheus_client import start_http_server
-
-from operators.autoscaler.autoscale import OperatorConfig
-from operators.autoscaler.main import RunOptions, serve
-from services.stack import Stack, random_ports_plan
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operators"))
-from autoscaler_fixtures import VersionedEmulator, declare_resources
-
-from services.common.net import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kmock(cls=VersionedEmulator)]
 

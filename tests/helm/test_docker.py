@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_fixtures import CHART, REPO
+
+from tests.support.chart import CHART, REPO
 
 DOCKER = REPO / "docker"
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())

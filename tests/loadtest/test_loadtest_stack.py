@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from router.stack_fixtures import sim_stack
+
+from tests.support.router_stack import sim_stack
 
 REPO = Path(__file__).resolve().parents[2]
 HAS_VERIFIER = (REPO / "services" / "verifier" / "__main__.py").exists()

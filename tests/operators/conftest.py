@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import kmock
 import pytest
 import pytest_asyncio
-from autoscaler_fixtures import PrometheusProcess, WorkerExporter, declare_resources, free_port, running_prometheus
+
+from tests.support.autoscaler import PrometheusProcess, WorkerExporter, declare_resources, free_port, running_prometheus
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,10 @@ from typing import Any
 import kmock
 import kopf
 import pytest
-from autoscaler_fixtures import (
+
+from operators.autoscaler.autoscale import OperatorConfig
+from operators.autoscaler.main import RunOptions, serve
+from tests.support.autoscaler import (
     NAMESPACE,
     POOL,
     SCRAPE_INTERVAL_S,
@@ -26,9 +29,6 @@ from autoscaler_fixtures import (
     WorkerExporter,
     running_prometheus,
 )
-
-from operators.autoscaler.autoscale import OperatorConfig
-from operators.autoscaler.main import RunOptions, serve
 
 pytestmark = pytest.mark.kmock(cls=VersionedEmulator)
 

@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from autoscaler_fixtures import NAMESPACE, POOL, PrometheusProcess, WorkerExporter, free_port
 
 from operators.autoscaler import promql
 from operators.autoscaler.prometheus import PrometheusClient, PrometheusError, parse_value
 from operators.autoscaler.spec import parse_pool
+from tests.support.autoscaler import NAMESPACE, POOL, PrometheusProcess, WorkerExporter, free_port
 
 
 def pool_spec(**autoscaling: Any) -> Any:

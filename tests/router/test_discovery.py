@@ -10,13 +10,13 @@ import asyncio
 import kmock
 import pytest
 
-from router.stack_fixtures import SIM_PROFILE
 from services.common.net import free_port
 from services.router.breaker import CircuitBreaker
 from services.router.discovery import KubernetesDiscovery, matches_selector, pod_worker_url
 from services.router.worker_client import WorkerClient
 from services.router.workers import HealthPolicy, WorkerPool
 from services.stack import ChildSpec, Stack
+from tests.support.router_stack import SIM_PROFILE
 
 PODS = "v1/pods"
 NS = "serving"

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from mimo_client.v1 import common_pb2, rollout_pb2, verifier_pb2
 
-from router.stack_fixtures import rollout_stub, sim_stack, worker_load
+from tests.support.router_stack import rollout_stub, sim_stack, worker_load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from mimo_client.v1 import common_pb2, inference_pb2
 
-from router.stack_fixtures import inference_stub, sim_stack
+from tests.support.router_stack import inference_stub, sim_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from mimo_client.v1 import common_pb2, inference_pb2
 
-from router.stack_fixtures import inference_stub, sim_stack, worker_load
+from tests.support.router_stack import inference_stub, sim_stack, worker_load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

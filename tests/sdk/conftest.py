@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 from mimo_client import AsyncMimoClient, MimoClient, RetryPolicy
-from sdk_api import Api
-from sdk_fakes import FakeServer
+
+from tests.support.sdk_api import Api
+from tests.support.sdk_fakes import FakeServer
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)
 

@@ -22,8 +22,9 @@ from mimo_client import (
     Unavailable,
 )
 from mimo_client.errors import retry_after_s
-from sdk_api import Api
-from sdk_fakes import FakeServer
+
+from tests.support.sdk_api import Api
+from tests.support.sdk_fakes import FakeServer
 
 CODES = [
     (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument, "sampling.top_p: must be in (0, 1], got 1.5"),

@@ -20,8 +20,9 @@ from mimo_client import (
     StreamDelta,
     VerifyTask,
 )
-from sdk_api import Api
-from sdk_fakes import ANSWER, REASONING, FakeServer
+
+from tests.support.sdk_api import Api
+from tests.support.sdk_fakes import ANSWER, REASONING, FakeServer
 
 
 async def test_generate_returns_typed_completion(api: Api) -> None:

@@ -18,8 +18,9 @@ from mimo_client import (
     RolloutPrompt,
     Unavailable,
 )
-from sdk_api import Api
-from sdk_fakes import ANSWER, FakeServer
+
+from tests.support.sdk_api import Api
+from tests.support.sdk_fakes import ANSWER, FakeServer
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 

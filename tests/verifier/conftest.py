@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from services.verifier.sandbox import SandboxConfig
-from verifier.helpers import RecordingSandbox
+from tests.support.verifier_sandbox import RecordingSandbox
 
 
 @pytest.fixture(scope="session")

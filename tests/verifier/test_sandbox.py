@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.verifier.domain import CodeTest, RewardMode, TestStatus, Verdict
-from verifier.helpers import FAST_LIMITS, RecordingSandbox, process_exists, run_code
+from tests.support.verifier_sandbox import FAST_LIMITS, RecordingSandbox, process_exists, run_code
 
 SUM = "import sys\nprint(sum(map(int, sys.stdin.read().split())))"
 

@@ -43,7 +43,7 @@ def test_the_service_refuses_to_start_without_isolation(capsys: pytest.CaptureFi
 
 async def test_unsafe_mode_runs_code_without_bubblewrap() -> None:
     from services.verifier.domain import CodeTest, TestStatus
-    from verifier.helpers import run_code
+    from tests.support.verifier_sandbox import run_code
 
     unsafe = Sandbox(SandboxConfig(is_isolated=False))
     assert "bwrap" not in unsafe.command()

@@ -16,7 +16,7 @@ from services.common.server import start
 from services.verifier.pool import PoolSettings
 from services.verifier.server import make_service
 from services.verifier.verifier import Verifier, VerifierSettings
-from verifier.helpers import FAST_LIMITS, fenced
+from tests.support.verifier_sandbox import FAST_LIMITS, fenced
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SETTINGS = VerifierSettings(

@@ -21,7 +21,7 @@ from services.worker.engines.sim.engine import SimEngine
 from services.worker.engines.sim.profile import SimProfile
 from services.worker.engines.sim.synthetic_model import write_synthetic_model
 from services.worker.server import build_service
-from tests.worker.engine.torch_fixtures import make_torch_engine
+from tests.support.torch_engine import make_torch_engine
 
 REPO = Path(__file__).resolve().parents[3]
 TINY_MIMO = REPO / "models" / "tiny-mimo"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from services.worker.engines.torch.attention import StepTensors, attn_meta
 from services.worker.engines.torch.attention import paged_attention as exact_attention
 from services.worker.engines.torch.kernels import triton_available
-from tests.worker.engine.torch_fixtures import SMALL, greedy, make_core, random_model, random_prompts, run_all
+from tests.support.torch_engine import SMALL, greedy, make_core, random_model, random_prompts, run_all
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(not triton_available(DEVICE), reason="needs Triton on CUDA or TRITON_INTERPRET=1")
@@ -63,7 +63,9 @@ def test_kernel_matches_fp64_attention_on_random_ragged_batches(seed: int) -> No
     max_ctx = 300 if INTERPRETED else 3000
     num_ctx = torch.randint(1, max_ctx, (num_seqs,), generator=gen).tolist()
     kind = seed % 3  # decode, verify (2), prefill/extend (ragged, prefix hits: fewer new tokens than context)
-    num_q = [min(c, 1 if kind == 0 else 2 if kind == 1 else int(torch.randint(1, 90, (), generator=gen))) for c in num_ctx]
+    num_q = [
+        min(c, 1 if kind == 0 else 2 if kind == 1 else int(torch.randint(1, 90, (), generator=gen))) for c in num_ctx
+    ]
     q, k_cache, v_cache, tables = build_case(gen, num_seqs, block_size, num_q, num_ctx)
     starts = torch.tensor([0, *torch.tensor(num_q).cumsum(0).tolist()], device=DEVICE)
     for num_sms in (1, 132):  # one split, and many splits merged by log-sum-exp

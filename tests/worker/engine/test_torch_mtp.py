@@ -7,7 +7,7 @@ import torch
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch import mtp, sampler
 from services.worker.engines.torch.core import EngineCore
-from tests.worker.engine.torch_fixtures import (
+from tests.support.torch_engine import (
     SMALL,
     greedy,
     make_core,

@@ -10,7 +10,7 @@ from services.worker.engines.torch.block_manager import BlockManager
 from services.worker.engines.torch.model_runner import ModelRunner
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.engines.torch.stop import StopChecker
-from tests.worker.engine.torch_fixtures import SMALL, random_model
+from tests.support.torch_engine import SMALL, random_model
 
 BLOCK = 4
 

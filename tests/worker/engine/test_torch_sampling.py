@@ -12,7 +12,7 @@ from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch import sampler
 from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.model import load_mimo
-from tests.worker.engine.torch_fixtures import greedy, make_core, random_model, run_all, tokens_of, write_model_dir
+from tests.support.torch_engine import greedy, make_core, random_model, run_all, tokens_of, write_model_dir
 
 MODEL = random_model()
 PROMPT = (4, 8, 15, 16, 23, 42)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.worker.engine_api import GenerateInput
-from tests.worker.engine.torch_fixtures import (
+from tests.support.torch_engine import (
     SMALL,
     greedy,
     make_core,

@@ -20,8 +20,8 @@ from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.model import load_mimo
 from services.worker.model_info import read_model_info
 from services.worker.server import build_service
-from tests.worker.engine.torch_fixtures import greedy, run_all, tokens_of, write_model_dir
-from tests.worker.smg_peer import chat_completion, needs_smg, running_smg
+from tests.support.smg_peer import chat_completion, needs_smg, running_smg
+from tests.support.torch_engine import greedy, run_all, tokens_of, write_model_dir
 
 TINY_MIMO = Path(__file__).resolve().parents[3] / "models" / "tiny-mimo"
 pytestmark = [pytest.mark.slow, needs_smg]

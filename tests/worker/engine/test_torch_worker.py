@@ -20,7 +20,7 @@ from services.worker.engines.torch import TorchEngine, TorchEngineConfig
 from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.model import load_mimo
 from services.worker.server import build_service
-from tests.worker.engine.torch_fixtures import greedy, run_all, tokens_of, write_model_dir
+from tests.support.torch_engine import greedy, run_all, tokens_of, write_model_dir
 
 PROMPT = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
 

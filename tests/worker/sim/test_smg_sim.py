@@ -13,7 +13,7 @@ from services.common.server import start
 from services.worker.engines.sim.engine import SimEngine
 from services.worker.engines.sim.profile import SimProfile
 from services.worker.server import build_service
-from tests.worker.smg_peer import chat_completion, needs_smg, running_smg
+from tests.support.smg_peer import chat_completion, needs_smg, running_smg
 
 pytestmark = needs_smg
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import helm_python
@@ -25,6 +27,17 @@ from referencing import Registry, Resource
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "mimo-serve"
+
+
+def dashboards_build() -> ModuleType:
+    """helm/mimo-serve/dashboards/build.py as a module (the script puts its own folder on sys.path for its parts)."""
+    spec = importlib.util.spec_from_file_location("dashboards_build", CHART / "dashboards" / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build
+
+
 SCENARIOS = {"default": None, **{p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*.yaml"))}}
 RELEASE, NAMESPACE = "mimo-serve", "mimo"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas available.
