@@ -7,6 +7,7 @@ on CUDA also the HBM roofline (weights bytes / measured copy bandwidth). The las
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -54,11 +55,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--modes", default="off,on", help="MTP modes to run: off, on")
     p.add_argument("--eager", action="store_true", help="also time our engine without CUDA graphs")
     p.add_argument("--ab", action="store_true", help="also time our engine with graphs but no compiled kernels")
+    p.add_argument("--attn-ab", action="store_true", help="also time the exact (gather + SDPA) attention path")
+    p.add_argument("--mtp-layer", action="store_true", help="--random 7b: add MiMo's MTP layer (random weights)")
+    p.add_argument("--max-batch-tokens", type=int, default=8192, help="per-step token budget (chunked prefill)")
     p.add_argument("--no-hf", action="store_true", help="skip HF generate")
     p.add_argument("--check", action="store_true", help="first compare greedy tokens: graphs, eager, HF")
     p.add_argument("--json", help="write all results to this file")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (ours and HF alike); 0: default")
     return p.parse_args(argv)
+
+
+def is_decoding(core: EngineCore) -> bool:
+    """Every sequence admitted and past its prompt: the next step is a pure decode step."""
+    running = core.scheduler.running
+    return not core.scheduler.waiting and all(s.num_computed_tokens >= s.num_tokens - 1 for s in running)
 
 
 def build_model(args: argparse.Namespace, dtype: torch.dtype) -> MiMoForCausalLM:
@@ -67,8 +77,9 @@ def build_model(args: argparse.Namespace, dtype: torch.dtype) -> MiMoForCausalLM
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build in the target dtype: no fp32 copy of 7B weights
     try:
+        cfg = dataclasses.replace(MIMO_7B, num_nextn_predict_layers=int(args.mtp_layer))
         with torch.device("meta"):
-            model = MiMoForCausalLM(MIMO_7B)
+            model = MiMoForCausalLM(cfg)
     finally:
         torch.set_default_dtype(previous)
     model = model.to_empty(device=args.device)
@@ -139,10 +150,19 @@ class OurRounds:
     """One EngineCore per configuration (its warm-up round captures the CUDA graphs); each call times a round."""
 
     def __init__(
-        self, model: MiMoForCausalLM, prompts_of: Prompts, new_tokens: int, is_mtp: bool, graphs: bool, compiled: bool
+        self,
+        model: MiMoForCausalLM,
+        prompts_of: Prompts,
+        new_tokens: int,
+        is_mtp: bool,
+        graphs: bool,
+        compiled: bool,
+        exact_attention: bool = False,
+        max_batch_tokens: int = 8192,
     ) -> None:
         self.model, self.prompts_of, self.new_tokens = model, prompts_of, new_tokens
         self.is_mtp, self.graphs, self.compiled = is_mtp, graphs, compiled
+        self.exact_attention, self.max_batch_tokens = exact_attention, max_batch_tokens
         self.core: EngineCore | None = None
 
     def __call__(self, rnd: int) -> Timing:
@@ -150,15 +170,19 @@ class OurRounds:
         if self.core is None:
             blocks = len(prompts) * (-(-(len(prompts[0]) + self.new_tokens + 2) // 16)) + 8
             cfg = CoreConfig(num_blocks=blocks, max_running_requests=max(64, len(prompts)), is_mtp_enabled=self.is_mtp,
-                             use_cuda_graphs=self.graphs, compile_kernels=self.compiled, max_context_length=self.model.config.max_position_embeddings)  # fmt: skip
+                             use_cuda_graphs=self.graphs, compile_kernels=self.compiled, max_context_length=self.model.config.max_position_embeddings,
+                             max_batch_tokens=self.max_batch_tokens)  # fmt: skip
             self.core = EngineCore(self.model, cfg)
+            if self.exact_attention:
+                self.core.runner.use_kernels = False
         core = self.core
         sampling = SamplingConfig(temperature=0.0, max_new_tokens=self.new_tokens, ignore_eos=True)
         for i, p in enumerate(prompts):
             core.add_request(GenerateInput(f"r{rnd}-{i}", tuple(p), sampling))
         drafted, accepted = core.num_draft_tokens, core.num_accepted_tokens
         start = time.perf_counter()
-        core.step()  # prefill
+        while core.has_work and not is_decoding(core):
+            core.step()  # prefill (chunked: several steps)
         first, steps = time.perf_counter(), 0
         while core.has_work:
             core.step()
@@ -240,8 +264,10 @@ def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int
         variants = [("", is_cuda, is_cuda)]  # (label, CUDA graphs, compiled kernels)
         variants += [(" no-compile", True, False)] if is_cuda and args.ab else []
         variants += [(" eager", False, False)] if is_cuda and args.eager else []
+        variants += [(" exact-attn", is_cuda, is_cuda)] if args.attn_ab else []
         for suffix, graphs, compiled in variants:
-            rounds = OurRounds(model, prompts, args.new_tokens, mode == "on", graphs, compiled)
+            rounds = OurRounds(model, prompts, args.new_tokens, mode == "on", graphs, compiled,
+                               suffix == " exact-attn", args.max_batch_tokens)  # fmt: skip
             configs.append((f"ours MTP {mode}{suffix}", rounds))
     if hf is not None:
         configs.append(("HF generate", partial(time_hf, hf, prompts, args.new_tokens)))
@@ -294,16 +320,25 @@ def check_greedy(model: MiMoForCausalLM, hf, args: argparse.Namespace) -> None:
         print(f"check: {name:6s} agrees with ours (graphs) for the first {same} of 16 greedy tokens", flush=True)
 
 
-def roofline(model: MiMoForCausalLM, results: list[Result], device: str) -> dict[str, float]:
-    bandwidth = copy_bandwidth(device)
+def roofline(model: MiMoForCausalLM, results: list[Result], args: argparse.Namespace) -> dict[str, float]:
+    """Weight-read roofline (batch 1), and weights + KV reads at each batch's mean decode context."""
+    bandwidth = copy_bandwidth(args.device)
+    cfg = model.config
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * model.lm_head.weight.element_size()
     steps = bandwidth / weight_bytes
     print(f"roofline: {weight_bytes / 1e9:.2f} GB of weights at {bandwidth / 1e12:.2f} TB/s -> {steps:.0f} steps/s")
+    context = args.prompt_tokens + args.new_tokens / 2
     for r in results:
-        if r.batch == 1 and r.decode_steps_per_s:
-            print(
-                f"  {r.name:18s} batch 1 decode {r.decode_steps_per_s:7.1f} steps/s = {r.decode_steps_per_s / steps:.0%} of roofline"
-            )
+        if not r.decode_steps_per_s:
+            continue
+        kv_bytes = r.batch * context * kv_token
+        bound = bandwidth / (weight_bytes + kv_bytes)
+        print(
+            f"  {r.name:24s} batch {r.batch:3d} decode {r.decode_steps_per_s:7.1f} steps/s = "
+            f"{r.decode_steps_per_s / steps:.0%} of weight roofline, {r.decode_steps_per_s / bound:.0%} of "
+            f"weight+KV roofline ({bound:.0f} steps/s: + {kv_bytes / 1e9:.2f} GB KV at mean context {context:.0f})"
+        )
     return {"bandwidth_tb_s": bandwidth / 1e12, "weight_gb": weight_bytes / 1e9, "roofline_steps_s": steps}
 
 
@@ -326,7 +361,7 @@ def main(argv: Sequence[str]) -> int:
     results = [r for b in args.batches.split(",") for r in bench_batch(model, hf, args, int(b), modes)]
     summary: dict[str, object] = {"results": [asdict(r) for r in results], "device": args.device, "dtype": str(dtype)}
     if on_cuda:
-        summary.update(roofline(model, results, args.device))
+        summary.update(roofline(model, results, args))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     print(headline(results))

@@ -7,6 +7,7 @@ import torch
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch import mtp, sampler
 from services.worker.engines.torch.core import EngineCore
+from services.worker.engines.torch.spec_policy import SpecPolicy
 from tests.support.torch_engine import (
     SMALL,
     greedy,
@@ -55,6 +56,7 @@ def run_checking_drafts(
     """Step an MTP engine; after every step each draft must equal the dense MTP's. With an oracle,
     replace the drafts by the right next tokens (so every verification accepts)."""
     core = make_core(MODEL, is_mtp=True)
+    core.runner.spec_policy.mode = "always"  # every decode step drafts (the per-step policy is tested apart)
     out: dict[str, list[int]] = {}
     for req in greedy_requests(prompts):
         core.add_request(req)
@@ -82,11 +84,41 @@ def test_mtp_cache_is_brought_up_to_date_after_rejected_and_accepted_drafts() ->
 
 def test_the_last_chunk_reports_draft_and_accepted_counts() -> None:
     core = make_core(MODEL, is_mtp=True)
+    core.runner.spec_policy.mode = "always"
     chunks = run_all(core, [GenerateInput("a", (1, 2, 3), greedy(12))])[("a", 0)]
     last = chunks[-1]
     assert last.finished and last.spec_draft_tokens >= 6 and 0 <= last.spec_accepted_tokens <= last.spec_draft_tokens
     assert all(c.spec_draft_tokens == 0 for c in chunks[:-1])
     assert last.spec_draft_tokens + last.spec_accepted_tokens == 12 - 1  # the first token came from prefill
+
+
+def test_policy_drafts_only_when_it_emits_more_tokens_per_second() -> None:
+    policy = SpecPolicy()
+    assert policy.should_draft(8)  # nothing measured: MTP first
+    policy.record(8, True, 0.010, acceptance=0.9)
+    assert not policy.should_draft(8)  # then a plain step, to measure it
+    policy.record(8, False, 0.006)
+    # acceptance ~0.92 after smoothing: 1.92 tokens / 10 ms beats 1 token / 6 ms
+    assert policy.should_draft(8)
+    policy.record(8, False, 0.004)  # plain gets cheaper (EMA 5.6 ms), still below 1.92x
+    assert policy.should_draft(8)
+    for _ in range(30):
+        policy.record(8, True, 0.010, acceptance=0.1)  # drafts stop being accepted
+    assert not policy.should_draft(8)
+    assert policy.should_draft(1)  # another batch size is measured on its own
+
+
+def test_plain_steps_in_an_mtp_engine_keep_greedy_tokens_and_count_no_drafts() -> None:
+    prompts = random_prompts(8, SMALL.vocab_size, seed=4)
+    plain = outputs(make_core(MODEL, is_mtp=False), greedy_requests(prompts))
+    core = make_core(MODEL, is_mtp=True)
+    core.runner.spec_policy.mode = "never"
+    assert outputs(core, greedy_requests(prompts)) == plain
+    assert core.num_draft_tokens == 0 and core.load().spec_accept_rate == 0.0
+    mixed = make_core(MODEL, is_mtp=True)
+    mixed.runner.spec_policy.probe_every = 2  # flip modes often: stale MTP KV must never change a token
+    assert outputs(mixed, greedy_requests(prompts)) == plain
+    assert mixed.runner.spec_policy.num_plain_steps > 0 and mixed.num_draft_tokens > 0
 
 
 def test_rejection_sampling_keeps_the_target_distribution() -> None:

@@ -68,6 +68,7 @@ def test_a_prefix_cache_hit_feeds_only_the_new_tokens_and_matches() -> None:
     shared = list(range(5, 17))  # three full blocks
     first = make_seq(0, [*shared, 40, 41])
     blocks.allocate(first)
+    blocks.mark_ready(first, first.num_tokens)  # what the scheduler does when it schedules the prompt
     run_pending(runner, [first])
     second = make_seq(1, [*shared, 60, 61, 62])
     blocks.allocate(second)

@@ -14,6 +14,7 @@ class Block:
     ref_count: int = 0
     hash: int = -1  # -1: not a registered (full, computed) block
     token_ids: tuple[int, ...] = ()
+    is_ready: bool = True  # its KV is written by a step already scheduled (a registered prompt block may wait)
 
 
 def chain_hash(prefix_hash: int, token_ids: tuple[int, ...]) -> int:
@@ -24,8 +25,10 @@ def chain_hash(prefix_hash: int, token_ids: tuple[int, ...]) -> int:
 class BlockManager:
     """Owns the block pool. Free blocks keep their cached content until reused, oldest-freed first.
 
-    A full block is registered in the prefix cache when it is allocated for a prompt (its KV is
-    written in the same step, before any attention reads it) or when decoding fills it.
+    A full block is registered in the prefix cache when it is allocated for a prompt or when decoding
+    fills it. A prompt block is shared only once the step that writes its KV has been scheduled
+    (`mark_ready`; within one step every layer writes all new KV before attention reads it), so a
+    chunked prompt never lends out a block it has not computed yet.
     """
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
@@ -71,8 +74,9 @@ class BlockManager:
             else:
                 prefix_hash = chain_hash(prefix_hash, tokens)
                 cached = self.hash_to_block.get(prefix_hash, -1) if is_hit else -1
-                is_hit = cached >= 0 and self.blocks[cached].token_ids == tokens
+                is_hit = cached >= 0 and self.blocks[cached].is_ready and self.blocks[cached].token_ids == tokens
                 block = self._share(cached) if is_hit else self._register(self._take_free(), prefix_hash, tokens)
+                block.is_ready = is_hit
                 seq.block_hashes.append(prefix_hash)
                 num_hit += bs if is_hit else 0
             seq.block_table.append(block.block_id)
@@ -82,6 +86,11 @@ class BlockManager:
             seq.num_cached_tokens = min(num_hit, seq.num_prompt_tokens)
             self.num_prompt_tokens += seq.num_prompt_tokens
             self.num_hit_tokens += seq.num_cached_tokens
+
+    def mark_ready(self, seq: Sequence, num_tokens: int) -> None:
+        """The step being scheduled writes the KV of positions < num_tokens: their full blocks can be shared."""
+        for block_id in seq.block_table[: num_tokens // self.block_size]:
+            self.blocks[block_id].is_ready = True
 
     def ensure_slots(self, seq: Sequence, num_tokens: int) -> bool:
         """Grow the block table to hold positions < num_tokens; False (nothing taken) if the pool is short."""
@@ -110,6 +119,8 @@ class BlockManager:
             block.ref_count -= 1
             if block.ref_count == 0:
                 self.free[block_id] = None
+                if not block.is_ready:  # never computed: its hash must not be hit
+                    self._unregister(block)
         seq.block_table, seq.block_hashes = [], []
 
     def reset_prefix_cache(self) -> None:
@@ -119,10 +130,14 @@ class BlockManager:
 
     def _take_free(self) -> Block:
         block_id, _ = self.free.popitem(last=False)
-        block = self.blocks[block_id]
-        if block.hash != -1 and self.hash_to_block.get(block.hash) == block_id:
-            del self.hash_to_block[block.hash]  # evict its cached content
-        block.hash, block.token_ids, block.ref_count = -1, (), 1
+        block = self._unregister(self.blocks[block_id])  # evict its cached content
+        block.ref_count, block.is_ready = 1, True
+        return block
+
+    def _unregister(self, block: Block) -> Block:
+        if block.hash != -1 and self.hash_to_block.get(block.hash) == block.block_id:
+            del self.hash_to_block[block.hash]
+        block.hash, block.token_ids = -1, ()
         return block
 
     def _share(self, block_id: int) -> Block:
@@ -133,6 +148,6 @@ class BlockManager:
         return block
 
     def _register(self, block: Block, block_hash: int, token_ids: tuple[int, ...]) -> Block:
-        block.hash, block.token_ids = block_hash, token_ids
+        block.hash, block.token_ids, block.is_ready = block_hash, token_ids, True
         self.hash_to_block[block_hash] = block.block_id
         return block

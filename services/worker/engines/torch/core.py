@@ -116,14 +116,19 @@ class EngineCore:
             else:
                 results = mtp.run_decode(self.runner, batch.seqs)
         is_spec = self.is_mtp and not batch.is_prefill
-        out = [(seq.request_id, self._apply(seq, res, is_spec)) for seq, res in zip(batch.seqs, results, strict=True)]
+        out = []
+        for seq, res in zip(batch.seqs, results, strict=True):
+            if res.num_prefilled:  # a prompt chunk short of its end: KV written, nothing to emit yet
+                seq.num_computed_tokens += res.num_prefilled
+            else:
+                out.append((seq.request_id, self._apply(seq, res, is_spec)))
         self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
         return out
 
     def _apply(self, seq: Sequence, res: SeqResult, is_spec: bool) -> OutputChunk:
         """Append the step's tokens up to the first stop; free the blocks of a finished sequence."""
         seq.num_computed_tokens = seq.num_tokens + res.num_accepted
-        if is_spec:
+        if is_spec and res.drafted:
             seq.num_draft_tokens += 1
             seq.num_accepted_tokens += res.num_accepted
             self.num_draft_tokens += 1

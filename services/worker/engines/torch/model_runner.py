@@ -14,6 +14,7 @@ from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, 
 from services.worker.engines.torch.kernels import triton_available
 from services.worker.engines.torch.layers import Kernels, fuse_layer, layer_forward
 from services.worker.engines.torch.sequence import Sequence
+from services.worker.engines.torch.spec_policy import SpecPolicy
 from services.worker.model.mimo import MiMoForCausalLM, MTPLayer
 
 MAX_GRAPH_TOKENS_PER_SEQ = 2  # decode (1) and MTP verify (2) are graphed; prefill runs eagerly
@@ -29,6 +30,8 @@ class SeqResult:
     top_logprobs: list[list[tuple[int, float]]] | None = None
     draft_token: int | None = None
     draft_probs: Tensor | None = None
+    drafted: bool = False  # an MTP decode step verified a draft for this sequence
+    num_prefilled: int = 0  # a prompt chunk short of the newest token: tokens fed, nothing emitted
 
 
 def rope_tables(
@@ -82,6 +85,7 @@ class ModelRunner:
         self.kernels = Kernels.compiled(sample) if compile_kernels and is_cuda else Kernels()
         # Triton paged attention on CUDA (in place over block tables); the exact gather path elsewhere.
         self.use_kernels = triton_available(self.device.type)
+        self.spec_policy = SpecPolicy()  # MTP engines: draft or not, per decode step
         self.num_sms = torch.cuda.get_device_properties(self.device).multi_processor_count if is_cuda else 1
 
     # ---- inputs ------------------------------------------------------------------------------
@@ -116,8 +120,8 @@ class ModelRunner:
         if is_uniform:
             return StepTensors(flat[0], flat[1], flat[2], block_tables, use_graph=use_graph, max_query_len=num_q)
         if self.use_kernels:  # ragged rows need only their starts
-            starts = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int64)
-            query_start = starts.to(self.device, non_blocking=True)
+            row_starts = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int64)
+            query_start = row_starts.to(self.device, non_blocking=True)
             return StepTensors(flat[0], flat[1], flat[2], block_tables, query_start=query_start, max_query_len=num_q)
         starts = [sum(lengths[:i]) for i in range(len(lengths))]
         pad = [starts[i] + t if t < n else len(ids) for i, n in enumerate(lengths) for t in range(num_q)]
@@ -144,6 +148,10 @@ class ModelRunner:
             key = ("mtp", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._mtp_forward, inputs)
         return self._mtp_forward(*inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len)
+
+    @property
+    def num_graphs(self) -> int:
+        return 0 if self.graphs is None else len(self.graphs)
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self.model.compute_logits(hidden)
@@ -204,7 +212,16 @@ class ModelRunner:
         rows = sampler.build_rows(seqs, 1, None, self.vocab_size, self.device)
         tokens = sampler.sample(logits, rows)
         extras = token_logprobs(seqs, logits, rows, tokens)
-        return [SeqResult([t], 0, *extra) for t, extra in zip(tokens.tolist(), extras, strict=True)]
+        results = [SeqResult([t], 0, *extra) for t, extra in zip(tokens.tolist(), extras, strict=True)]
+        return partial_chunks(seqs, new_tokens, results)
+
+
+def partial_chunks(seqs: list[Sequence], new_tokens: list[list[int]], results: list[SeqResult]) -> list[SeqResult]:
+    """A chunk that stops inside its prompt emits nothing (its sample is discarded): only the fed count."""
+    return [
+        SeqResult([], num_prefilled=len(toks)) if seq.is_chunk_partial else res
+        for seq, toks, res in zip(seqs, new_tokens, results, strict=True)
+    ]
 
 
 def last_rows(new_tokens: list[list[int]], device: torch.device) -> Tensor:

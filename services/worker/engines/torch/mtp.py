@@ -9,12 +9,21 @@ speculative rejection sampling, so the output distribution is the target's.
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from services.worker.engines.torch import sampler
-from services.worker.engines.torch.model_runner import ModelRunner, SeqResult, last_rows, token_logprobs
+from services.worker.engines.torch.cuda_graphs import batch_bucket
+from services.worker.engines.torch.model_runner import (
+    ModelRunner,
+    SeqResult,
+    last_rows,
+    partial_chunks,
+    token_logprobs,
+)
 from services.worker.engines.torch.sequence import Sequence
 
 
@@ -62,7 +71,8 @@ def stack_draft_probs(seqs: list[Sequence], drafts: Tensor, vocab: int) -> Tenso
 
 
 def run_prefill(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
-    """Prefill, sample the first token, then run the MTP layer over the prompt to fill its KV and draft."""
+    """Prefill (prompt chunks, and decoding sequences' newest tokens in a mixed step), sample the next
+    token, then run the MTP layer over the fed positions to fill its KV and draft."""
     new_tokens = [s.pending_tokens() for s in seqs]
     step = runner.prepare(seqs, new_tokens)
     hidden = runner.forward(step)  # [N, H]
@@ -70,21 +80,54 @@ def run_prefill(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
     logits = runner.logits(hidden[last])
     rows = sampler.build_rows(seqs, 1, None, runner.vocab_size, runner.device)
     tokens = sampler.sample(logits, rows)  # [B]
-    # x_{t+1} for every fed position t: the next fed token, and the new sample after the last one.
-    shifted = [t for toks in new_tokens for t in [*toks[1:], 0]]
+    # x_{t+1} for every fed position t: the next fed token; after the chunk's last one, the next prompt
+    # token (a partial chunk) or the new sample.
+    shifted = [t for s, toks in zip(seqs, new_tokens, strict=True) for t in [*toks[1:], next_prompt_token(s, toks)]]
     next_ids = torch.tensor(shifted, dtype=torch.int64).to(runner.device, non_blocking=True)
-    next_ids = F.pad(next_ids, (0, step.input_ids.shape[0] - len(shifted))).index_copy(0, last, tokens)
+    is_sampled = torch.tensor([not s.is_chunk_partial for s in seqs], device=runner.device)
+    next_ids = F.pad(next_ids, (0, step.input_ids.shape[0] - len(shifted)))
+    next_ids = next_ids.index_copy(0, last, torch.where(is_sampled, tokens, next_ids[last]))
     drafts, q = draft(runner, runner.mtp_forward(hidden, next_ids, step)[last], sampler.plain_rows(rows))
     extras = token_logprobs(seqs, logits, rows, tokens)
     ids = torch.cat([tokens, drafts]).tolist()
     n = len(seqs)
-    return [
+    results = [
         SeqResult([ids[i]], 0, *extras[i], draft_token=ids[n + i], draft_probs=None if q is None else q[i])
         for i in range(n)
     ]
+    return partial_chunks(seqs, new_tokens, results)
+
+
+def next_prompt_token(seq: Sequence, fed: list[int]) -> int:
+    """The token after a chunk that stops inside the prompt (0, a placeholder, when the sample follows)."""
+    end = seq.num_computed_tokens + len(fed)
+    return seq.token_ids[end] if end < seq.num_tokens else 0
 
 
 def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
+    """An MTP step or a plain decode step, whichever the policy expects to emit more tokens per second.
+
+    Batches with a seeded sampled request always draft, so its seed fixes its tokens.
+    A plain step leaves the MTP layer's KV unwritten at its position: later drafts attend to a stale
+    entry there (lower acceptance, never a wrong token: verification is exact).
+    """
+    policy, bucket = runner.spec_policy, batch_bucket(len(seqs))
+    num_graphs, start = runner.num_graphs, time.perf_counter()
+    # A seeded sample must not depend on timing: its random draws differ between the two kinds of step.
+    is_seeded = any(s.generator is not None and not s.is_greedy for s in seqs)
+    if not is_seeded and not policy.should_draft(bucket):
+        results = runner.run_plain(seqs, is_prefill=False)
+        if runner.num_graphs == num_graphs:  # a capture is no step cost
+            policy.record(bucket, False, time.perf_counter() - start)
+        return results
+    results = run_spec(runner, seqs)
+    if runner.num_graphs == num_graphs:
+        accepted = sum(r.num_accepted for r in results) / len(results)
+        policy.record(bucket, True, time.perf_counter() - start, accepted)
+    return results
+
+
+def run_spec(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
     """Verify each sequence's (newest token, draft), then draft-extend the MTP layer and draft again."""
     n = len(seqs)
     draft_list = [s.draft_token if s.draft_token is not None else s.last_token for s in seqs]
@@ -115,6 +158,7 @@ def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
                 None if tops is None else tops[: len(emitted)],
                 draft_token=flat[3 * n + i],
                 draft_probs=None if new_q is None else new_q[i],
+                drafted=True,
             )
         )
     return results

@@ -1,4 +1,4 @@
-"""Continuous batching: admit waiting sequences under a token budget, decode the running ones, preempt when full."""
+"""Continuous batching with chunked prefill: a per-step token budget, decode the running ones, preempt when full."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from services.worker.engines.torch.sequence import SeqStatus, Sequence
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
     max_running_requests: int = 64
-    max_batch_tokens: int = 8192  # prompt tokens fed in one prefill step (a longer prompt runs alone)
+    max_batch_tokens: int = 8192  # tokens fed in one step; a longer prompt is fed in chunks over several steps
     decode_lookahead_tokens: int = 0  # extra KV slots a decode step writes past the sequence (1 with MTP)
 
 
@@ -23,10 +23,14 @@ class Batch:
 
 
 class Scheduler:
-    """nano-vllm's policy: a step is all prefill (new sequences first) or all decode.
+    """A step is all decode, or mixed: every decoding sequence's next token plus prompt chunks (chunked
+    prefill, vLLM's and SGLang's default) up to `max_batch_tokens`, so a long prompt neither stalls the
+    running streams for its whole prefill nor waits for them to finish.
 
-    When a decode step has no room for a sequence's next tokens, the newest running sequence is
-    preempted: its blocks are freed (their prefix stays cached) and it is re-prefilled later.
+    A sequence's `num_scheduled_tokens` is what this step feeds of it; a prompt whose chunk ends
+    before its last token emits nothing this step. When a step has no room for a sequence's next
+    tokens, the newest running sequence is preempted: its blocks are freed (their computed prefix
+    stays cached) and it is re-prefilled later.
     """
 
     def __init__(self, cfg: SchedulerConfig, blocks: BlockManager) -> None:
@@ -51,7 +55,11 @@ class Scheduler:
         return found
 
     def schedule(self) -> Batch | None:
-        return self._schedule_prefill() or self._schedule_decode()
+        if self.waiting or any(not _is_decoding(s) for s in self.running):
+            batch = self._schedule_mixed()
+            if batch is not None:
+                return batch
+        return self._schedule_decode()
 
     def finish(self, seq: Sequence) -> None:
         """Called once a sequence has finished: free its blocks."""
@@ -64,26 +72,42 @@ class Scheduler:
             self.waiting.remove(seq)
         self.blocks.free_seq(seq)
 
-    def _schedule_prefill(self) -> Batch | None:
-        batch: list[Sequence] = []
-        num_batch_tokens = 0
-        while self.waiting and len(self.running) < self.cfg.max_running_requests:
-            seq = self.waiting[0]
-            num_new = seq.num_tokens - max(0, seq.num_computed_tokens)
-            if batch and num_batch_tokens + num_new > self.cfg.max_batch_tokens:
+    def _schedule_mixed(self) -> Batch | None:
+        """Decoding sequences first (one token each), then unfinished prompts, then new ones, within the budget."""
+        decoding = self._reserve([s for s in self.running if _is_decoding(s)])
+        budget = max(self.cfg.max_batch_tokens - len(decoding), self.cfg.max_batch_tokens // 4, 1)  # prompts progress
+        prompts: list[Sequence] = []
+        for seq in [s for s in self.running if not _is_decoding(s)]:
+            if budget <= 0:
                 break
+            budget -= self._chunk(seq, budget)
+            prompts.append(seq)
+        while budget > 0 and self.waiting and len(self.running) < self.cfg.max_running_requests:
+            seq = self.waiting[0]
             if not self.blocks.can_allocate(seq):
                 break
             self.blocks.allocate(seq)
-            num_batch_tokens += seq.num_tokens - seq.num_computed_tokens
             seq.status = SeqStatus.RUNNING
             self.running.append(self.waiting.popleft())
-            batch.append(seq)
-        return Batch(batch, is_prefill=True) if batch else None
+            budget -= self._chunk(seq, budget)
+            prompts.append(seq)
+        if not prompts:
+            return None
+        for seq in decoding:
+            seq.num_scheduled_tokens = 1
+        return Batch(decoding + prompts, is_prefill=True)
 
-    def _schedule_decode(self) -> Batch | None:
+    def _chunk(self, seq: Sequence, budget: int) -> int:
+        """Schedule up to `budget` of the prompt's pending tokens; their blocks become shareable now."""
+        num = min(budget, seq.num_tokens - seq.num_computed_tokens)
+        seq.num_scheduled_tokens = num
+        self.blocks.mark_ready(seq, seq.num_computed_tokens + num)
+        return num
+
+    def _reserve(self, seqs: list[Sequence]) -> list[Sequence]:
+        """Slots for each sequence's next decode tokens, preempting the newest running ones when short."""
         batch: list[Sequence] = []
-        pending = list(self.running)
+        pending = list(seqs)
         while pending:
             seq = pending.pop(0)
             while not self.blocks.ensure_slots(seq, seq.num_tokens + self.cfg.decode_lookahead_tokens):
@@ -93,6 +117,12 @@ class Scheduler:
                     break
             else:
                 batch.append(seq)
+        return batch
+
+    def _schedule_decode(self) -> Batch | None:
+        batch = self._reserve([s for s in self.running if _is_decoding(s)])
+        for seq in batch:
+            seq.num_scheduled_tokens = 1
         return Batch(batch, is_prefill=False) if batch else None
 
     def _preempt(self, seq: Sequence) -> None:
@@ -101,3 +131,8 @@ class Scheduler:
         seq.reset_for_recompute()
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
+
+
+def _is_decoding(seq: Sequence) -> bool:
+    """Its whole prompt is in the cache: each step feeds just the newest token."""
+    return seq.num_computed_tokens >= seq.num_tokens - 1

@@ -38,6 +38,7 @@ class Sequence:
     generator: torch.Generator | None = None  # per-request seed
     status: SeqStatus = SeqStatus.WAITING
     num_computed_tokens: int = 0
+    num_scheduled_tokens: int = 0  # tokens the current step feeds (a prompt chunk, or 1 when decoding)
     num_cached_tokens: int = -1  # prompt tokens found in the prefix cache at first admission; -1 before
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)  # hash chain of the full blocks, block by block
@@ -75,8 +76,14 @@ class Sequence:
         return self.status is SeqStatus.FINISHED
 
     def pending_tokens(self) -> list[int]:
-        """The tokens a prefill step must feed: everything from num_computed_tokens on."""
-        return self.token_ids[self.num_computed_tokens :]
+        """The tokens this step feeds: the scheduled chunk from num_computed_tokens on (all of them if unset)."""
+        end = self.num_computed_tokens + self.num_scheduled_tokens if self.num_scheduled_tokens else None
+        return self.token_ids[self.num_computed_tokens : end]
+
+    @property
+    def is_chunk_partial(self) -> bool:
+        """This step's prompt chunk stops before the newest token: nothing is sampled for it yet."""
+        return 0 < self.num_scheduled_tokens < self.num_tokens - self.num_computed_tokens
 
     def finish(self, reason: FinishReason) -> None:
         self.status = SeqStatus.FINISHED
@@ -86,6 +93,6 @@ class Sequence:
     def reset_for_recompute(self) -> None:
         """Preempted: drop the KV (the caller frees the blocks) and the draft; re-prefill later."""
         self.status = SeqStatus.WAITING
-        self.num_computed_tokens = 0
+        self.num_computed_tokens = self.num_scheduled_tokens = 0
         self.block_table, self.block_hashes = [], []
         self.draft_token, self.draft_probs = None, None

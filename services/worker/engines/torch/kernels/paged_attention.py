@@ -83,7 +83,7 @@ def _attn_kernel(
         block = tl.load(tables_ptr + seq * stride_tb + keys // BS, mask=key_ok, other=0)
         slots = (block.to(tl.int64) * BS + keys % BS) * stride_kn + kv_head * stride_kh
         k = tl.load(k_ptr + slots[:, None] + dims[None, :], mask=key_ok[:, None], other=0.0)
-        if IEEE:
+        if IEEE:  # noqa: SIM108 (constexpr branch)
             s = tl.dot(q, tl.trans(k), input_precision="ieee")
         else:
             s = tl.dot(q, tl.trans(k))
