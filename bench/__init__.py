@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "engine": "bench.engine",
     "sim": "bench.sim",
     "autoscaler": "bench.autoscaler",
+    "vllm": "bench.vllm",  # opt-in: needs `make vllm-venv`
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -73,6 +74,28 @@ CHAT_TEMPLATE = """{%- if tools %}
     {{- '<|im_start|>assistant\\n' }}
 {%- endif %}
 """
+
+
+# MiMo's checkpoints ship their model code for `trust_remote_code`; so does this one (written here, not copied).
+REMOTE_CODE = ("configuration_mimo.py", "modeling_mimo.py")
+AUTO_MAP = {
+    "AutoConfig": "configuration_mimo.MiMoConfig",
+    "AutoModel": "modeling_mimo.MiMoModel",
+    "AutoModelForCausalLM": "modeling_mimo.MiMoForCausalLM",
+}
+
+
+def with_auto_map(config: dict) -> dict:
+    """A config.json body that points HF's Auto classes (and vLLM's config loader) at the shipped code."""
+    return {**config, "auto_map": AUTO_MAP}
+
+
+def copy_remote_code(out: Path) -> None:
+    """Put configuration_mimo.py and modeling_mimo.py from this folder beside the checkpoint in `out`."""
+    here = Path(__file__).resolve().parent
+    for name in REMOTE_CODE:
+        if (out / name).resolve() != here / name:
+            shutil.copyfile(here / name, out / name)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:

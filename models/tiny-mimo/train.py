@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer.save(str(args.out / "tokenizer.json"))
     artifacts.write_json(args.out / "tokenizer_config.json", artifacts.tokenizer_config(cfg.max_position_embeddings))
     artifacts.write_json(args.out / "generation_config.json", artifacts.generation_config(bos, eos, bos))
-    artifacts.write_json(args.out / "config.json", cfg.to_hf_dict())
+    artifacts.write_json(args.out / "config.json", artifacts.with_auto_map(cfg.to_hf_dict()))
+    artifacts.copy_remote_code(args.out)
     weights = args.out / "model.safetensors"
     metadata = {"seed": str(args.seed), "command": command}
     artifacts.save_weights(model.state_dict(), weights, torch.bfloat16, metadata)
