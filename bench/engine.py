@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engine_api import GenerateInput, SamplingConfig
+from services.worker.engine_api import GenerateInput, OutputChunk, SamplingConfig
 from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.model import MiMoConfig, MiMoForCausalLM, load_mimo
 
@@ -52,17 +52,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per configuration (median)")
-    p.add_argument("--modes", default="off,on", help="MTP modes to run: off, on")
+    p.add_argument("--modes", default="off,on", help="MTP modes: off, on (per-step policy), always (draft every step)")
     p.add_argument("--eager", action="store_true", help="also time our engine without CUDA graphs")
     p.add_argument("--ab", action="store_true", help="also time our engine with graphs but no compiled kernels")
     p.add_argument("--attn-ab", action="store_true", help="also time the exact (gather + SDPA) attention path")
     p.add_argument("--mtp-layer", action="store_true", help="--random 7b: add MiMo's MTP layer (random weights)")
     p.add_argument("--max-batch-tokens", type=int, default=8192, help="per-step token budget (chunked prefill)")
+    p.add_argument("--ttft-prompt", type=int, default=0, help="CUDA: TTFT of a prompt this long beside streams")
+    p.add_argument("--ttft-streams", type=int, default=32)
+    p.add_argument("--ttft-budgets", default="512", help="per-step token budgets for the TTFT section")
+    p.add_argument("--contexts", default="", help="CUDA: batch-1 long contexts, e.g. 4096,16384,32000")
+    p.add_argument("--check-logits", type=int, default=0, help="CUDA: logits vs HF over a prompt this long")
     p.add_argument("--no-hf", action="store_true", help="skip HF generate")
     p.add_argument("--check", action="store_true", help="first compare greedy tokens: graphs, eager, HF")
     p.add_argument("--json", help="write all results to this file")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (ours and HF alike); 0: default")
     return p.parse_args(argv)
+
+
+def collect(chunks: list[tuple[str, OutputChunk]], into: dict[str, list[int]]) -> None:
+    for rid, chunk in chunks:
+        into.setdefault(rid, []).extend(chunk.token_ids)
 
 
 def is_decoding(core: EngineCore) -> bool:
@@ -159,11 +169,14 @@ class OurRounds:
         compiled: bool,
         exact_attention: bool = False,
         max_batch_tokens: int = 8192,
+        mode: str = "auto",
     ) -> None:
         self.model, self.prompts_of, self.new_tokens = model, prompts_of, new_tokens
         self.is_mtp, self.graphs, self.compiled = is_mtp, graphs, compiled
         self.exact_attention, self.max_batch_tokens = exact_attention, max_batch_tokens
+        self.policy_mode = "always" if mode == "always" else "auto"
         self.core: EngineCore | None = None
+        self.outputs: dict[str, list[int]] = {}  # the last round's tokens per request
 
     def __call__(self, rnd: int) -> Timing:
         prompts = self.prompts_of(rnd)
@@ -175,19 +188,22 @@ class OurRounds:
             self.core = EngineCore(self.model, cfg)
             if self.exact_attention:
                 self.core.runner.use_kernels = False
+            self.core.runner.spec_policy.mode = self.policy_mode
         core = self.core
         sampling = SamplingConfig(temperature=0.0, max_new_tokens=self.new_tokens, ignore_eos=True)
         for i, p in enumerate(prompts):
             core.add_request(GenerateInput(f"r{rnd}-{i}", tuple(p), sampling))
         drafted, accepted = core.num_draft_tokens, core.num_accepted_tokens
+        got: dict[str, list[int]] = {}
         start = time.perf_counter()
         while core.has_work and not is_decoding(core):
-            core.step()  # prefill (chunked: several steps)
+            collect(core.step(), got)  # prefill (chunked: several steps)
         first, steps = time.perf_counter(), 0
         while core.has_work:
-            core.step()
+            collect(core.step(), got)
             steps += 1
         end = time.perf_counter()
+        self.outputs = got
         drafted, accepted = core.num_draft_tokens - drafted, core.num_accepted_tokens - accepted
         return Timing(end - start, end - first, steps, accepted / drafted if drafted else None)
 
@@ -266,12 +282,12 @@ def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int
         variants += [(" eager", False, False)] if is_cuda and args.eager else []
         variants += [(" exact-attn", is_cuda, is_cuda)] if args.attn_ab else []
         for suffix, graphs, compiled in variants:
-            rounds = OurRounds(model, prompts, args.new_tokens, mode == "on", graphs, compiled,
-                               suffix == " exact-attn", args.max_batch_tokens)  # fmt: skip
+            rounds = OurRounds(model, prompts, args.new_tokens, mode != "off", graphs, compiled,
+                               suffix == " exact-attn", args.max_batch_tokens, mode)  # fmt: skip
             configs.append((f"ours MTP {mode}{suffix}", rounds))
     if hf is not None:
         configs.append(("HF generate", partial(time_hf, hf, prompts, args.new_tokens)))
-    results = []
+    results, outputs = [], {}
     for label, fn in configs:
         rounds = args.rounds if label.startswith("ours") else max(1, min(args.rounds, 2))
         try:
@@ -280,8 +296,15 @@ def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int
             print(f"batch {batch:3d}  {label}: FAILED {e!r}", flush=True)
             continue
         print_result(results[-1])
+        if isinstance(fn, OurRounds):
+            outputs[label] = fn.outputs
         if isinstance(fn, OurRounds) and fn.graphs:
             print("    graph replay ms: " + ", ".join(f"{k} {v:.2f}" for k, v in fn.replay_ms().items()), flush=True)
+    plain = outputs.get("ours MTP off")
+    for label, got in outputs.items():
+        if plain and label.startswith(("ours MTP on", "ours MTP always")):
+            same = sum(got.get(rid) == toks for rid, toks in plain.items())
+            print(f"batch {batch:3d}  greedy {label} == MTP off for {same} of {len(plain)} sequences", flush=True)
     return results
 
 
@@ -357,19 +380,51 @@ def main(argv: Sequence[str]) -> int:
     hf = None if args.no_hf else as_hf(model)
     if args.check:
         check_greedy(model, hf, args)
-    modes = [m for m in args.modes.split(",") if m == "off" or (m == "on" and model.config.num_nextn_predict_layers)]
+    has_mtp = model.config.num_nextn_predict_layers > 0
+    modes = [m for m in args.modes.split(",") if m == "off" or (m in ("on", "always") and has_mtp)]
     results = [r for b in args.batches.split(",") for r in bench_batch(model, hf, args, int(b), modes)]
     summary: dict[str, object] = {"results": [asdict(r) for r in results], "device": args.device, "dtype": str(dtype)}
     if on_cuda:
         summary.update(roofline(model, results, args))
+        mtp_step_cost(results)
+        serving_sections(model, hf, args, summary["bandwidth_tb_s"] * 1e12)  # type: ignore[operator]
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     print(headline(results))
     return 0
 
 
+def mtp_step_cost(results: list[Result]) -> None:
+    """One MTP step (draft + 2-token verify, drafting every step) against one plain decode step."""
+    for r in results:
+        if r.name == "ours MTP always":
+            off = next((o for o in results if o.batch == r.batch and o.name == "ours MTP off"), None)
+            if off is not None and r.decode_steps_per_s:
+                ratio = off.decode_steps_per_s / r.decode_steps_per_s
+                print(f"mtp step cost batch {r.batch}: {ratio:.3f}x a plain decode step; at acceptance 0.9 "
+                      f"MTP would give {1.9 / ratio:.2f}x the tokens/s", flush=True)  # fmt: skip
+    for r in results:
+        if r.name == "ours MTP on":
+            off = next((o for o in results if o.batch == r.batch and o.name == "ours MTP off"), None)
+            if off is not None:
+                print(f"mtp on/off batch {r.batch}: {r.tokens_per_s / off.tokens_per_s:.3f}", flush=True)
+
+
+def serving_sections(model: MiMoForCausalLM, hf, args: argparse.Namespace, bandwidth: float) -> None:
+    from bench import engine_serving
+
+    if args.check_logits:
+        engine_serving.logits_vs_hf(model, hf if hf is not None else as_hf(model), args.check_logits)
+    if args.ttft_prompt:
+        tflops = engine_serving.matmul_tflops(args.device)
+        for budget in (int(b) for b in args.ttft_budgets.split(",")):
+            engine_serving.ttft_beside_streams(model, args.ttft_prompt, args.ttft_streams, budget, tflops)
+    if args.contexts:
+        engine_serving.long_contexts(model, [int(c) for c in args.contexts.split(",")], bandwidth)
+
+
 def print_result(r: Result) -> None:
-    accept = f"  accept rate {r.accept_rate:.3f}" if r.accept_rate is not None and "MTP on" in r.name else ""
+    accept = f"  accept rate {r.accept_rate:.3f}" if r.accept_rate is not None and "MTP off" not in r.name else ""
     steps = f"  decode {r.decode_steps_per_s:7.1f} steps/s" if r.decode_steps_per_s else ""
     print(f"batch {r.batch:3d}  {r.name:18s} {r.tokens_per_s:10.1f} tok/s{steps}{accept}", flush=True)
 

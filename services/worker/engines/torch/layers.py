@@ -144,5 +144,5 @@ def layer_forward(
         qk = k.rotary(qkv[:, : q_dim + kv_dim].view(num_tokens, -1, d), cos, sin_signed)  # [N, Hq + Hkv, D]
         v = qkv[:, q_dim + kv_dim :].view(num_tokens, -1, d)
         out = paged_attention(qk[:, : w.num_q_heads], qk[:, w.num_q_heads :], v, k_cache, v_cache, meta)
-    x = x + F.linear(out, w.o_weight)
-    return x + F.linear(k.silu_mul(F.linear(k.norm(x, w.norm2, w.eps), w.gate_up_weight)), w.down_weight)
+    x = torch.addmm(x, out, w.o_weight.t())  # the residual add in the GEMM's epilogue: one kernel fewer
+    return torch.addmm(x, k.silu_mul(F.linear(k.norm(x, w.norm2, w.eps), w.gate_up_weight)), w.down_weight.t())

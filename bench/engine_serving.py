@@ -1,0 +1,155 @@
+"""`bench engine` sections beyond steady decode: TTFT of a long prompt beside running streams (chunked
+prefill), long contexts (4K-32K) against the weight + KV roofline, and logits against HF at a long context.
+
+Each prints its own ratio against a bound or a peer measured in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from services.worker.engine_api import GenerateInput, SamplingConfig
+from services.worker.engines.torch.core import CoreConfig, EngineCore
+from services.worker.model import MiMoForCausalLM
+
+
+def matmul_tflops(device: str, size: int = 8192) -> float:
+    """bf16 matrix rate on random data (median of 10 products after warm-up): the compute roofline's rate."""
+    a = torch.randn(size, size, dtype=torch.bfloat16, device=device)
+    b = torch.randn(size, size, dtype=torch.bfloat16, device=device)
+    times = []
+    for i in range(13):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        if i >= 3:
+            times.append(begin.elapsed_time(end) / 1e3)
+    return 2 * size**3 / statistics.median(times) / 1e12
+
+
+def prefill_flops(model: MiMoForCausalLM, num_tokens: int) -> float:
+    """Matmul FLOPs of a causal prefill: 2 x (non-embedding) parameters x tokens, plus causal attention."""
+    cfg = model.config
+    params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "mtp" not in n)
+    attention = 4 * (num_tokens**2 / 2) * cfg.head_dim * cfg.num_attention_heads * cfg.num_hidden_layers
+    return 2 * params * num_tokens + attention
+
+
+def random_ids(num: int, vocab: int, seed: int) -> tuple[int, ...]:
+    return tuple(torch.randint(3, vocab, (num,), generator=torch.Generator().manual_seed(seed)).tolist())
+
+
+def make_core(model: MiMoForCausalLM, num_tokens: int, budget: int, running: int = 64) -> EngineCore:
+    cfg = CoreConfig(num_blocks=num_tokens // 16 + 64, max_running_requests=running, is_mtp_enabled=False,
+                     max_batch_tokens=budget, max_context_length=model.config.max_position_embeddings)  # fmt: skip
+    return EngineCore(model, cfg)
+
+
+def step_times(core: EngineCore, last: dict[str, float], itl: list[float], streams: set[str]) -> set[str]:
+    """One step; the inter-token gaps of the given streams; the request ids that got tokens."""
+    out = core.step()
+    torch.cuda.synchronize()
+    now, got = time.perf_counter(), set()
+    for rid, chunk in out:
+        if chunk.token_ids:
+            got.add(rid)
+            if rid in streams and rid in last:
+                itl.append(now - last[rid])
+            last[rid] = now
+    return got
+
+
+def ttft_beside_streams(
+    model: MiMoForCausalLM, prompt: int, streams: int, budget: int, tflops: float, stream_prompt: int = 512
+) -> None:
+    """`streams` decode; one `prompt`-token request arrives: its TTFT against the compute roofline, and
+    the streams' ITL p99 while it prefills against their ITL p99 before it."""
+    vocab = model.config.vocab_size
+    core = make_core(model, streams * (stream_prompt + 600) + prompt + 1024, budget)
+    forever = SamplingConfig(temperature=0.0, max_new_tokens=100_000, ignore_eos=True)
+    names = {f"s{i}" for i in range(streams)}
+    for i in range(streams):
+        core.add_request(GenerateInput(f"s{i}", random_ids(stream_prompt, vocab, i), forever))
+    last: dict[str, float] = {}
+    for _ in range(40):  # admit, prefill, capture the decode graphs
+        step_times(core, last, [], names)
+    before: list[float] = []
+    for _ in range(60):
+        step_times(core, last, before, names)
+    during: list[float] = []
+    core.add_request(
+        GenerateInput("long", random_ids(prompt, vocab, 999), SamplingConfig(temperature=0.0, max_new_tokens=1))
+    )
+    start = time.perf_counter()
+    while "long" not in step_times(core, last, during, names):
+        pass
+    ttft = time.perf_counter() - start
+    for i in range(streams):
+        core.abort_request(f"s{i}")
+    bound = prefill_flops(model, prompt) / (tflops * 1e12)
+    p99 = lambda xs: statistics.quantiles(xs, n=100)[98] if len(xs) >= 2 else xs[0]  # noqa: E731
+    print(
+        f"ttft: {prompt}-token prompt beside {streams} decoding streams, budget {budget} tokens/step: "
+        f"TTFT {ttft * 1e3:.0f} ms = {ttft / bound:.2f}x the compute roofline ({bound * 1e3:.0f} ms at "
+        f"{tflops:.0f} TFLOP/s); stream ITL p99 {p99(before) * 1e3:.1f} ms before, {p99(during) * 1e3:.1f} ms "
+        f"during -> ratio {p99(during) / p99(before):.2f} (median {statistics.median(before) * 1e3:.1f} / "
+        f"{statistics.median(during) * 1e3:.1f} ms, {len(during)} gaps)",
+        flush=True,
+    )
+
+
+def long_contexts(model: MiMoForCausalLM, contexts: list[int], bandwidth: float, new_tokens: int = 64) -> None:
+    """Batch 1 at each context: TTFT (chunked prefill) and decode steps/s against the weight + KV roofline."""
+    cfg = model.config
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * model.lm_head.weight.element_size()
+    for length in contexts:
+        core = make_core(model, length + new_tokens + 64, 8192)
+        sampling = SamplingConfig(temperature=0.0, max_new_tokens=new_tokens, ignore_eos=True)
+        for rnd in range(2):  # the first round captures the graphs
+            core.add_request(GenerateInput(f"c{rnd}", random_ids(length, cfg.vocab_size, 7 + rnd), sampling))
+            torch.cuda.synchronize()
+            start, first, steps = time.perf_counter(), 0.0, 0
+            while core.has_work:
+                got = core.step()
+                if got and not first:
+                    torch.cuda.synchronize()
+                    first = time.perf_counter()
+                elif got:
+                    steps += 1
+            end = time.perf_counter()
+        steps_s = steps / (end - first)
+        bound = bandwidth / (weight_bytes + (length + new_tokens / 2) * kv_token)
+        print(
+            f"context {length:6d}: TTFT {(first - start) * 1e3:7.0f} ms, decode {steps_s:6.1f} steps/s = "
+            f"{steps_s / bound:.0%} of the weight+KV roofline ({bound:.0f} steps/s)",
+            flush=True,
+        )
+        del core
+        torch.cuda.empty_cache()
+
+
+def logits_vs_hf(model: MiMoForCausalLM, hf, length: int) -> None:
+    """Every position's logits of one `length`-token prefill: ours (kernels), ours (exact path) and HF."""
+    ids = random_ids(length, model.config.vocab_size, 4242)
+    with torch.inference_mode():
+        ref = hf(torch.tensor([ids], device=hf.device)).logits[0].float()
+        for use_kernels in (True, False):
+            core = make_core(model, length + 64, length)
+            core.runner.use_kernels = core.runner.use_kernels and use_kernels
+            core.add_request(GenerateInput("x", ids, SamplingConfig(temperature=0.0, max_new_tokens=1)))
+            batch = core.scheduler.schedule()
+            assert batch is not None
+            step = core.runner.prepare(batch.seqs, [s.pending_tokens() for s in batch.seqs])
+            ours = core.runner.logits(core.runner.forward(step)[:length]).float()
+            err = ((ours - ref).norm() / ref.norm()).item()
+            top1 = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
+            name = "kernels" if core.runner.use_kernels else "exact  "
+            print(f"logits at {length} tokens, ours ({name}) vs HF: relative error {err:.2e}, top-1 agreement "
+                  f"{top1:.2%}, max |diff| {(ours - ref).abs().max().item():.3f}", flush=True)  # fmt: skip
+            del core
