@@ -30,8 +30,12 @@ for path in ("/usr/.mimo-probe", "/.mimo-probe", "/etc/.mimo-probe", "/proc/.mim
         found["writable " + path] = True
     except OSError:
         pass
-for path in req["hidden"]:
-    if os.path.exists(path):
+for path, dev, ino in req["hidden"]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        continue
+    if (st.st_dev, st.st_ino) == (dev, ino):
         found["visible " + path] = True
 pids = [p for p in os.listdir("/proc") if p.isdigit()]
 if len(pids) > 8:
@@ -40,6 +44,18 @@ with open("probe.txt", "w") as f:
     f.write("the work directory is writable")
 print(json.dumps(found))
 """
+
+
+def _host_files(paths: list[str]) -> list[tuple[str, int, int]]:
+    """(path, st_dev, st_ino) of each host path that exists: the probe reports one only if the sandbox sees
+    that same file. A name alone proves nothing: the host's working directory may be /tmp, and the
+    sandbox has a /tmp of its own (a fresh tmpfs), which is not the host's."""
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            found.append((path, st.st_dev, st.st_ino))
+    return found
 
 
 def _uids(pid: int) -> list[int]:
@@ -79,7 +95,8 @@ async def self_test(sandbox: Sandbox) -> list[str]:
                 host_uids = _uids(session.pid)
                 if any(u != SANDBOX_UID for u in host_uids):
                     problems.append(f"the sandbox runs as host uid {host_uids}, not {SANDBOX_UID}")
-            outcome = await session.run(json.dumps({"port": port, "hidden": [p for p in hidden if p != "/"]}))
+            request = {"port": port, "hidden": _host_files([p for p in hidden if p != "/"])}
+            outcome = await session.run(json.dumps(request))
     except SandboxError as e:
         problems.append(f"the sandbox does not start: {e}")
         outcome = None
