@@ -6,7 +6,7 @@ PY := $(BIN)/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run up demo test test-quick test-all lint fmt generate check-generated proto bench helm loadtest clean
+.PHONY: help setup run up demo test test-quick test-all lint fmt generate check-generated proto bench helm loadtest images clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ helm: setup ## the chart's tests (render, lint, schema, dashboards)
 
 loadtest: setup ## locust against a running router (LOADTEST_ARGS=...)
 	$(PY) -m loadtest $(LOADTEST_ARGS)
+
+images: ## both images (docker/Dockerfile*) with podman or Docker, no registry needed (scripts/images.sh)
+	bash scripts/images.sh
 
 clean: ## remove .venv and the caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
