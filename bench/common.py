@@ -116,9 +116,11 @@ class Procs:
         cpu: int | None = None,
         verifier: str | None = None,
         extra: Sequence[str] = (),
+        http_port: int | None = None,
     ) -> Proc:
         args = ["router", "--workers", ",".join(f"grpc://{w.target}" for w in workers)]
         args += ["--tokenizer", tokenizer.target, "--policy", policy, "--health-interval-s", "1"]
+        args += ["--http-listen", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
         args += ["--verifier", verifier or f"127.0.0.1:{free_port()}", *extra]
         proc = await self._ready(self._mimo(f"router-{policy}", args, cpu))
         await self._router_sees_workers(proc, len(workers))

@@ -168,6 +168,7 @@ class StackPlan:
     engine: str = "torch"
     num_workers: int = 2
     router_port: int = 50051
+    http_port: int = 8000  # the router's OpenAI HTTP API; 0 turns it off
     tokenizer_port: int = 50052
     verifier_port: int = 50053
     worker_base_port: int = 31000
@@ -245,6 +246,8 @@ class StackPlan:
                     f"127.0.0.1:{self.verifier_port}",
                     "--policy",
                     self.policy,
+                    "--http-listen",
+                    f"127.0.0.1:{self.http_port}" if self.http_port else "",
                     *self.router_args,
                 ),
                 self.router_port,
@@ -259,6 +262,7 @@ def random_ports_plan(model: Path, **options: Any) -> StackPlan:
     return StackPlan(
         model=model,
         router_port=free_port(),
+        http_port=free_port(),
         tokenizer_port=free_port(),
         verifier_port=free_port(),
         worker_base_port=_free_run(free_port() + 1, num_workers),  # workers take consecutive ports

@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="number of workers")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="HF-format MiMo model directory")
     p.add_argument("--listen", default="127.0.0.1:50051", help="router HOST:PORT")
+    p.add_argument("--http-port", type=int, default=8000, help="the router's OpenAI HTTP API port (0: off)")
     p.add_argument("--policy", default="cache_aware")
     p.add_argument("--log-dir", type=Path, default=Path("out/logs"), help="each part's log file goes here")
     p.add_argument("--demo", action="store_true", help="run `mimo-serve demo` against the stack, then keep serving")
@@ -39,6 +40,7 @@ def plan_of(args: argparse.Namespace) -> StackPlan:
         engine=args.engine,
         num_workers=args.workers,
         router_port=int(port),
+        http_port=args.http_port,
         policy=args.policy,
     )
 
@@ -48,6 +50,10 @@ def print_endpoints(stack: Stack, started: float) -> None:
     for child in stack.children:
         metrics = f"  metrics http://127.0.0.1:{child.spec.metrics_port}/metrics" if child.spec.metrics_port else ""
         print(f"  {child.spec.name:<10} grpc://{child.spec.target}{metrics}")
+    args = stack.child("router").spec.args
+    http = args[args.index("--http-listen") + 1] if "--http-listen" in args else ""
+    if http:
+        print(f"  {'openai':<10} http://{http}/v1  (curl http://{http}/v1/models)")
     print(
         f"  logs in {stack.log_dir}/\nTry: mimo-serve demo --target {stack.child('router').spec.target}\n"
         "Ctrl-C stops everything.",

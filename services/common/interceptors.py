@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -100,11 +101,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+def bearer_ok(token: str, authorization: str | None) -> bool:
+    """Whether an `authorization` value is `Bearer <token>` (the one check of the gRPC and HTTP front ends)."""
+    return authorization is not None and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+
+
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without `authorization: Bearer <token>` (health checks stay open)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}"
+        self._token = token
 
     async def intercept_service(
         self,
@@ -114,7 +120,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
             return await continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        if metadata.get("authorization") == self._expected:
+        if bearer_ok(self._token, metadata.get("authorization")):
             return await continuation(handler_call_details)
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -16,6 +16,7 @@ from services.router.admission import Admission, AdmissionConfig
 from services.router.breaker import CircuitBreaker
 from services.router.discovery import make_discovery
 from services.router.dispatch import Dispatcher
+from services.router.http_api import HttpApi
 from services.router.pipeline import Pipeline
 from services.router.policy import POLICIES, make_policy
 from services.router.rewards import RewardClient
@@ -53,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tokenizer-timeout-s", type=float, default=60.0, help="how long to wait for the tokenizer at start"
     )
+    p.add_argument(
+        "--http-listen", default=env("http-listen", "0.0.0.0:8000"), help="OpenAI HTTP API HOST:PORT ('' turns it off)"
+    )
+    p.add_argument("--no-http", action="store_true", help="serve no OpenAI HTTP API")
     p.add_argument("--tokenizer-cache", type=Path, default=None, help="where fetched tokenizer artifacts are kept")
     return p
 
@@ -84,6 +89,8 @@ def main(argv: Sequence[str]) -> int:
         )
         discovery = make_discovery(args, pool, static)
         rewards = RewardClient(verifier_target)
+        http_on = bool(args.http_listen) and not args.no_http
+        http = HttpApi(pipeline, lambda: tokenizer.snapshot, args.http_listen, args.auth_token, settings.grace_s)
 
         def register(server) -> None:
             inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(pipeline), server)
@@ -93,6 +100,8 @@ def main(argv: Sequence[str]) -> int:
             await tokenizer.start(args.tokenizer_timeout_s)
             await discovery.start()
             pool.start()
+            if http_on:
+                await http.start()
 
         async def on_stop() -> None:
             await discovery.stop()
@@ -104,7 +113,8 @@ def main(argv: Sequence[str]) -> int:
             register=register,
             names=["mimo.v1.Inference", "mimo.v1.Rollout"],
             on_start=[on_start],
-            on_stop=[on_stop],
+            on_drain=[http.drain] if http_on else [],
+            on_stop=[http.stop, on_stop] if http_on else [on_stop],
             interceptors=[BearerTokenInterceptor(args.auth_token)] if args.auth_token else [],
             readiness=pool.report_routable,
         )

@@ -35,3 +35,12 @@ PREFIX_MATCH = Histogram(
 )
 RETRIES = Counter("mimo_router_retries", "Requests retried on another worker", ["reason"])
 WORKER_FAILURES = Counter("mimo_router_worker_failures", "Failed worker calls", ["worker", "stage"])
+HTTP_REQUESTS = Counter(
+    "mimo_router_http_requests", "OpenAI HTTP API requests by route and status", ["route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "mimo_router_http_request_duration_seconds",
+    "OpenAI HTTP API request handling time",
+    ["route"],
+    buckets=LATENCY_BUCKETS_S,
+)

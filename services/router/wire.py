@@ -3,6 +3,7 @@ here, so every front end refuses the same things), and domain results → protos
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ MAX_STOP_CHARS = 256
 MAX_REQUEST_ID_CHARS = 256
 MAX_PROMPT_CHARS = 1_000_000  # well past a 32K-token context; checked before any tokenization
 MAX_MESSAGES = 4096
+MAX_CONSTRAINT_CHARS = 100_000
 MAX_ROLLOUT_PROMPTS = 100_000
 ROLES = {"system", "user", "assistant", "tool"}
 
@@ -49,6 +51,16 @@ def check_sampling(s: d.Sampling, prefix: str = "sampling") -> None:
     )
     constraints = [x for x in (s.json_schema, s.regex, s.ebnf) if x is not None]
     _check(len(constraints) <= 1, f"{prefix}.constraint", "set at most one of json_schema, regex, ebnf")
+    _check(all(len(x) <= MAX_CONSTRAINT_CHARS for x in constraints), f"{prefix}.constraint", "too long")
+    _check(s.json_schema is None or _is_json_object(s.json_schema), f"{prefix}.json_schema", "must be a JSON object")
+    _check(s.regex != "" and s.ebnf != "", f"{prefix}.constraint", "regex and ebnf must not be empty")
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def check_samples(n: int, top_logprobs: int, n_field: str = "n") -> int:
@@ -96,6 +108,10 @@ def sampling_of(s: common_pb2.SamplingParams, prefix: str = "sampling") -> d.Sam
         seed=opt("seed"),
         ignore_eos=s.ignore_eos,
         include_stop_str_in_output=s.include_stop_str_in_output,
+        skip_special_tokens=s.skip_special_tokens if s.HasField("skip_special_tokens") else True,
+        json_schema=opt("json_schema"),
+        regex=opt("regex"),
+        ebnf=opt("ebnf"),
     )
     check_sampling(sampling, prefix)
     return sampling

@@ -56,3 +56,9 @@ async def worker_load(target: str) -> pb.SchedulerLoad:
     async with grpc.aio.insecure_channel(target) as channel:
         loads = await pb_grpc.SglangSchedulerStub(channel).GetLoads(pb.GetLoadsRequest(), timeout=5)
     return loads.loads[0]
+
+
+def http_base_url(stack: Stack) -> str:
+    """The router's OpenAI HTTP API, e.g. http://127.0.0.1:PORT/v1 (the stack plan passes --http-listen)."""
+    args = stack.child("router").spec.args
+    return f"http://{args[args.index('--http-listen') + 1]}/v1"
