@@ -40,6 +40,9 @@ class HttpRequest:
 def param_of(error: d.InvalidRequest, chat: bool, body: Mapping[str, Any] | None = None) -> str:
     """The OpenAI parameter an InvalidRequest is about."""
     field = error.field
+    if field == "request":  # a worker's refusal names its own protocol's field
+        worker = {"json_schema": "response_format", "regex": "regex", "ebnf_grammar": "ebnf"}
+        return next((v for k, v in worker.items() if f"sampling_params.{k}" in str(error)), "request")
     if field == "input" or field.startswith("messages") or field in ("text", "prompt"):
         return field if field.startswith("messages") else ("messages" if chat else "prompt")
     if field == "sampling.max_new_tokens" and body is not None and "max_completion_tokens" in body:

@@ -61,6 +61,7 @@ class SamplingConfig:
     ignore_eos: bool = False
     n: int = 1
     seed: int | None = None  # per-request seed; None: the engine's own randomness
+    constraint: tuple[str, str] | None = None  # structured output: ("json_schema" | "regex" | "ebnf", its text)
 
     @property
     def is_greedy(self) -> bool:

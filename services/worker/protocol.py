@@ -44,8 +44,9 @@ def to_generate_input(request: pb.GenerateRequest) -> GenerateInput:
 def to_sampling(p: pb.SamplingParams) -> SamplingConfig:
     """Map proto sampling params to SGLang semantics (see the module docstring)."""
     constraint = p.WhichOneof("constraint")
-    if constraint:
-        raise InvalidRequest(f"sampling_params.{constraint}", "constrained decoding is not supported by this worker")
+    kinds = {"json_schema": "json_schema", "regex": "regex", "ebnf_grammar": "ebnf"}
+    if constraint and constraint not in kinds:
+        raise InvalidRequest(f"sampling_params.{constraint}", "this constraint is not supported by this worker")
     if len(p.logit_bias):
         raise InvalidRequest("sampling_params.logit_bias", "logit_bias is not supported by this worker")
     return SamplingConfig(
@@ -63,6 +64,7 @@ def to_sampling(p: pb.SamplingParams) -> SamplingConfig:
         ignore_eos=p.ignore_eos,
         n=p.n or 1,
         seed=_seed(p),
+        constraint=(kinds[constraint], getattr(p, constraint)) if constraint else None,
     )
 
 
@@ -97,6 +99,8 @@ def to_sampling_proto(s: SamplingConfig) -> pb.SamplingParams:
         p.max_new_tokens = s.max_new_tokens
     if s.seed is not None:
         p.custom_params.update({"seed": s.seed})
+    if s.constraint is not None:
+        setattr(p, {"ebnf": "ebnf_grammar"}.get(s.constraint[0], s.constraint[0]), s.constraint[1])
     return p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from services.worker.engines.sim.scheduler import SimScheduler
 from services.worker.engines.sim.sequence import Vocabulary, make_samples
 from services.text.modeldir import read_model_dir
 from services.worker.model_info import read_model_info
+
+log = logging.getLogger(__name__)
 
 SIM_VERSION = "0.1.0"
 
@@ -77,6 +80,10 @@ class SimEngine:
 
     async def generate(self, req: GenerateInput) -> AsyncGenerator[OutputChunk, None]:
         self.validate(req)
+        if req.sampling.constraint is not None:
+            log.warning(
+                "structured output ignored", extra={"request_id": req.request_id, "kind": req.sampling.constraint[0]}
+            )
         if self._sched.has_request(req.request_id):
             raise InvalidRequest("request_id", f"{req.request_id!r} is already running")
         n = req.sampling.n
@@ -115,4 +122,5 @@ class SimEngine:
 
     def server_args(self) -> Mapping[str, str | int | float | bool]:
         flat = {k: v for k, v in asdict(self._profile).items() if isinstance(v, str | int | float | bool)}
+        flat["structured_output"] = "ignored: the sim engine does not enforce json_schema, regex or ebnf"
         return {**flat, "time_scale": self._time_scale, "output_length": self._profile.output_length.kind}

@@ -10,9 +10,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from services.worker.engine_api import EngineLoad, GenerateInput, OutputChunk, resolve_max_new_tokens
+from services.worker.engine_api import (
+    EngineLoad,
+    GenerateInput,
+    InvalidRequest,
+    OutputChunk,
+    SamplingConfig,
+    resolve_max_new_tokens,
+)
 from services.worker.engines.torch import mtp
 from services.worker.engines.torch.block_manager import BlockManager
+from services.worker.engines.torch.grammar import Grammar, GrammarCompiler
 from services.worker.engines.torch.model_runner import ModelRunner, SeqResult
 from services.worker.engines.torch.scheduler import Scheduler, SchedulerConfig
 from services.worker.engines.torch.sequence import Sequence
@@ -56,6 +64,7 @@ class EngineCore:
         self.num_draft_tokens = 0
         self.num_accepted_tokens = 0
         self.num_decode_steps = 0  # sequence-steps of MTP decoding
+        self._grammars: GrammarCompiler | None = None  # built on the first constrained request
 
     @property
     def capacity_tokens(self) -> int:
@@ -66,6 +75,7 @@ class EngineCore:
         s = req.sampling
         max_new = resolve_max_new_tokens(s, len(req.input_ids), self.cfg.max_context_length)
         out: list[RequestOutput] = []
+        grammar = self._grammar(s)
         for index in range(s.n):
             gen = None
             if s.seed is not None:
@@ -82,6 +92,7 @@ class EngineCore:
                 return_logprob=req.return_logprob,
                 top_logprobs_num=req.top_logprobs_num,
                 generator=gen,
+                grammar=grammar.copy() if grammar is not None else None,
             )
             if max_new <= 0:
                 seq.num_cached_tokens = 0
@@ -90,6 +101,15 @@ class EngineCore:
             else:
                 self.scheduler.add(seq)
         return out
+
+    def _grammar(self, s: SamplingConfig) -> Grammar | None:
+        if s.constraint is None:
+            return None
+        if self.tokenizer is None:
+            raise InvalidRequest(f"sampling_params.{s.constraint[0]}", "structured output needs the model's tokenizer")
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self.tokenizer, self.runner.vocab_size, self.cfg.eos_token_ids)
+        return self._grammars.grammar(*s.constraint)
 
     def abort_request(self, request_id: str) -> list[RequestOutput]:
         """Remove the request's unfinished samples (their KV blocks are freed); a final 'abort' chunk each."""
@@ -143,6 +163,8 @@ class EngineCore:
                 seq.matched_token_id, seq.matched_stop_str = match.token_id, match.stop_str
                 seq.finish(match.reason)
                 break
+        if seq.grammar is not None:
+            seq.grammar.advance(new)
         if seq.is_finished:
             self.scheduler.finish(seq)
         else:

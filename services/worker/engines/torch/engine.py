@@ -284,7 +284,11 @@ class TorchEngine:
             except queue.Empty:
                 return outputs, False
             if command == "add":
-                outputs += core.add_request(payload)
+                try:
+                    outputs += core.add_request(payload)
+                except InvalidRequest as e:  # a constraint that does not compile: refuse that request alone
+                    if self._loop is not None:
+                        self._loop.call_soon_threadsafe(self._deliver_error, {payload.request_id}, e)
             elif command == "abort":
                 outputs += core.abort_request(payload)
             elif command == "flush":

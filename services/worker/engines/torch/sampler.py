@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from services.worker.engines.torch import grammar
 from services.worker.engines.torch.sequence import Sequence
 
 Generators = tuple[torch.Generator | None, ...]
@@ -82,6 +83,11 @@ def build_rows(
             for s, n in zip(per_row, lengths, strict=True)
         ]
         rows["suppress"] = _counts(banned, vocab_size, device) > 0
+    if any(s.grammar is not None for s in per_row):  # structured output: what each row's grammar forbids
+        drafts_of = [e[0] if e else None for e in extra]
+        forbidden = grammar.banned([s.grammar for s in per_row], drafts_of, device)
+        suppress = rows.get("suppress")
+        rows["suppress"] = forbidden if suppress is None else forbidden | suppress  # type: ignore[operator]
     return SamplingRows(**rows)  # type: ignore[arg-type]
 
 

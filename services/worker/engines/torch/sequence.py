@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from services.worker.engine_api import FinishReason, SamplingConfig
+from services.worker.engines.torch.grammar import Grammar
 from services.worker.engines.torch.stop import StopChecker
 
 
@@ -50,6 +51,7 @@ class Sequence:
     finish_reason: FinishReason | None = None
     matched_token_id: int | None = None
     matched_stop_str: str | None = None
+    grammar: Grammar | None = None  # structured output (grammar.py): what the sample may write next
 
     @property
     def num_tokens(self) -> int:
