@@ -138,7 +138,13 @@ def logits_vs_hf(model: MiMoForCausalLM, hf, length: int) -> None:
     """Every position's logits of one `length`-token prefill: ours (kernels), ours (exact path) and HF."""
     ids = random_ids(length, model.config.vocab_size, 4242)
     with torch.inference_mode():
+        hf_bf16 = hf(torch.tensor([ids], device=hf.device)).logits[0].float()
+        hf.float()  # an fp32 copy of the weights (ours stay bf16): the reference both are measured against
         ref = hf(torch.tensor([ids], device=hf.device)).logits[0].float()
+        hf.to(torch.bfloat16)
+        err = ((hf_bf16 - ref).norm() / ref.norm()).item()
+        top1 = (hf_bf16.argmax(-1) == ref.argmax(-1)).float().mean().item()
+        print(f"logits at {length} tokens, HF bf16 vs HF fp32: relative error {err:.2e}, top-1 agreement {top1:.2%}")
         for use_kernels in (True, False):
             core = make_core(model, length + 64, length)
             core.runner.use_kernels = core.runner.use_kernels and use_kernels
@@ -150,6 +156,6 @@ def logits_vs_hf(model: MiMoForCausalLM, hf, length: int) -> None:
             err = ((ours - ref).norm() / ref.norm()).item()
             top1 = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
             name = "kernels" if core.runner.use_kernels else "exact  "
-            print(f"logits at {length} tokens, ours ({name}) vs HF: relative error {err:.2e}, top-1 agreement "
+            print(f"logits at {length} tokens, ours ({name}) vs HF fp32: relative error {err:.2e}, top-1 agreement "
                   f"{top1:.2%}, max |diff| {(ours - ref).abs().max().item():.3f}", flush=True)  # fmt: skip
             del core

@@ -120,10 +120,11 @@ def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
         if runner.num_graphs == num_graphs:  # a capture is no step cost
             policy.record(bucket, False, time.perf_counter() - start)
         return results
+    had_draft = [s.draft_token is not None for s in seqs]  # after a plain step: a placeholder, not a draft
     results = run_spec(runner, seqs)
     if runner.num_graphs == num_graphs:
-        accepted = sum(r.num_accepted for r in results) / len(results)
-        policy.record(bucket, True, time.perf_counter() - start, accepted)
+        accepted = [r.num_accepted for r, real in zip(results, had_draft, strict=True) if real]
+        policy.record(bucket, True, time.perf_counter() - start, sum(accepted) / len(accepted) if accepted else None)
     return results
 
 

@@ -45,13 +45,13 @@ def plan(num_seqs: int, num_kv_heads: int, rep: int, max_q_len: int, max_context
     return Plan(block_m, block_n, num_splits, split_tokens, num_q_blocks)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NUM_Q_BLOCKS", "SPLIT_TOKENS"])
 def _attn_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, lse_ptr, tables_ptr, q_start_ptr, seq_len_ptr,
     stride_qn, stride_qh, stride_kn, stride_kh, stride_tb, stride_on, stride_ps, stride_pn, stride_ls, stride_ln,
-    scale_log2,
+    scale_log2, NUM_Q_BLOCKS, SPLIT_TOKENS,  # runtime ints: prefill shapes vary every step (no recompiles)
     REP: tl.constexpr, BS: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    NUM_Q_BLOCKS: tl.constexpr, SPLIT_TOKENS: tl.constexpr, IS_SPLIT: tl.constexpr, IEEE: tl.constexpr,
+    IS_SPLIT: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
     seq = tl.program_id(0) // NUM_Q_BLOCKS
     q_block = tl.program_id(0) % NUM_Q_BLOCKS
@@ -112,10 +112,10 @@ def _attn_kernel(
         tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NUM_SPLITS"])
 def _merge_kernel(
-    part_ptr, lse_ptr, out_ptr, stride_ps, stride_pn, stride_ls, stride_ln, stride_on,
-    NUM_SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, D: tl.constexpr,
+    part_ptr, lse_ptr, out_ptr, stride_ps, stride_pn, stride_ls, stride_ln, stride_on, NUM_SPLITS,
+    SPLITS_P2: tl.constexpr, D: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0)
     head = tl.program_id(1)
@@ -168,15 +168,15 @@ def paged_attention(
         q, k_cache, v_cache, out, part, lse, block_tables, query_start, seq_lens,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_tables.stride(0), out.stride(0),
         part.stride(0), part.stride(1), lse.stride(0), lse.stride(1),
-        scale_log2,
-        REP=rep, BS=block_size, D=head_dim, BLOCK_M=p.block_m, BLOCK_N=p.block_n, NUM_Q_BLOCKS=p.num_q_blocks,
-        SPLIT_TOKENS=p.split_tokens, IS_SPLIT=is_split, IEEE=q.dtype == torch.float32,
+        scale_log2, p.num_q_blocks, p.split_tokens,
+        REP=rep, BS=block_size, D=head_dim, BLOCK_M=p.block_m, BLOCK_N=p.block_n,
+        IS_SPLIT=is_split, IEEE=q.dtype == torch.float32,
         num_warps=4, num_stages=2,
     )  # fmt: skip
     if is_split:
         _merge_kernel[(num_tokens, num_q_heads)](
-            part, lse, out, part.stride(0), part.stride(1), lse.stride(0), lse.stride(1), out.stride(0),
-            NUM_SPLITS=p.num_splits, SPLITS_P2=triton.next_power_of_2(p.num_splits), D=head_dim, num_warps=2,
+            part, lse, out, part.stride(0), part.stride(1), lse.stride(0), lse.stride(1), out.stride(0), p.num_splits,
+            SPLITS_P2=triton.next_power_of_2(p.num_splits), D=head_dim, num_warps=2,
         )  # fmt: skip
     return out
 
