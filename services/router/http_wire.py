@@ -125,9 +125,10 @@ def _constraint(body: Mapping[str, Any]) -> dict[str, str]:
 
 
 def sampling_of(body: Mapping[str, Any], max_tokens_keys: tuple[str, ...]) -> d.Sampling:
-    max_tokens = None
+    max_tokens, max_key = None, "max_tokens"
     for key in max_tokens_keys:
-        max_tokens = max_tokens if max_tokens is not None else _int(body, key)
+        if max_tokens is None and body.get(key) is not None:
+            max_tokens, max_key = _int(body, key), key
     seed = _int(body, "seed")
     if seed is not None and not 0 <= seed < 2**63:
         raise _bad("seed", "must be in [0, 2**63)")
@@ -152,8 +153,8 @@ def sampling_of(body: Mapping[str, Any], max_tokens_keys: tuple[str, ...]) -> d.
     try:
         wire.check_sampling(sampling)
     except d.InvalidRequest as e:
-        param = "max_completion_tokens" if e.field == "sampling.max_new_tokens" and max_tokens_keys[0] in body else ""
-        raise _bad(param or param_of(e, True), str(e).split(": ", 1)[-1]) from None
+        param = max_key if e.field == "sampling.max_new_tokens" else param_of(e, True)
+        raise _bad(param, str(e).split(": ", 1)[-1]) from None
     return sampling
 
 
