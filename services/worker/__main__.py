@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--served-model-name", help="name reported by GetModelInfo (default: the directory name)")
     parser.add_argument("--no-mtp", action="store_true", help="disable multi-token prediction (speculative decoding)")
     parser.add_argument("--profile", help="sim: latency profile JSON; sglang: launch profile JSON")
+    parser.add_argument(
+        "--weight-version", default="default", help="weight version reported until the first weight update"
+    )
     torch = parser.add_argument_group("torch engine")
     torch.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     torch.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: per device)")

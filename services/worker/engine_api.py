@@ -19,6 +19,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length", "abort"]
 
+MAX_SAMPLES_PER_REQUEST = 1024  # more can never be admitted: refuse (INVALID_ARGUMENT), don't invite a retry
 GREEDY_TEMPERATURE = 1e-5  # SGLang's threshold: at or below it, sampling is greedy
 
 
@@ -41,6 +42,10 @@ class EngineFull(EngineError):
 
 class EngineUnavailable(EngineError):
     """The engine cannot serve now (not started, child process down, draining)."""
+
+
+class WeightsRejected(EngineError):
+    """A weight update refused (unreadable or mismatched checkpoint); the old weights keep serving."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +181,12 @@ class Engine(Protocol):
 
     async def health(self) -> Health: ...
 
+    async def update_weights(self, model_path: str, weight_version: str) -> None:
+        """Install the checkpoint at `model_path` in place and report `weight_version` from then on.
+
+        Called by the worker control with no request in flight. Raises WeightsRejected (old weights kept)."""
+        ...
+
     def server_args(self) -> Mapping[str, str | int | float | bool]:
         """The engine's settings, reported by GetServerInfo."""
         ...
@@ -215,7 +226,7 @@ def _validate_sampling(s: SamplingConfig, num_input: int, info: EngineModelInfo)
         (s.repetition_penalty > 0, "sampling_params.repetition_penalty", "must be > 0"),
         (-2 <= s.frequency_penalty <= 2, "sampling_params.frequency_penalty", "must be in [-2, 2]"),
         (-2 <= s.presence_penalty <= 2, "sampling_params.presence_penalty", "must be in [-2, 2]"),
-        (s.n >= 1, "sampling_params.n", "must be >= 1"),
+        (1 <= s.n <= MAX_SAMPLES_PER_REQUEST, "sampling_params.n", f"must be in [1, {MAX_SAMPLES_PER_REQUEST}]"),
         (s.min_new_tokens >= 0, "sampling_params.min_new_tokens", "must be >= 0"),
     )
     for ok, name, message in checks:

@@ -33,6 +33,15 @@ ITL = Histogram(
 SPEC_DRAFT = Counter("mimo_worker_spec_draft_tokens", "Speculative (MTP) draft tokens proposed")
 SPEC_ACCEPTED = Counter("mimo_worker_spec_accepted_tokens", "Speculative (MTP) draft tokens accepted")
 FINISHED = Counter("mimo_worker_requests_finished", "Finished samples by finish reason", ["reason"])
+WEIGHT_UPDATES = Counter(
+    "mimo_worker_weight_updates", "Weight updates by outcome (ok, rejected, unavailable)", ["outcome"]
+)
+WEIGHT_VERSION = Gauge("mimo_worker_weight_version_info", "1 for the weight version this worker serves", ["version"])
+
+
+def set_weight_version(version: str) -> None:
+    WEIGHT_VERSION.clear()
+    WEIGHT_VERSION.labels(version=version).set(1)
 
 
 def bind_engine(load: Callable[[], EngineLoad]) -> None:

@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
+from mimo_client.v1 import worker_control_pb2_grpc as control_pb_grpc
 from smg_grpc_proto.generated import common_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.server import Service
 from services.worker import metrics
+from services.worker.control import SERVICE_NAME as CONTROL_SERVICE_NAME
+from services.worker.control import VERSION_METADATA, ControlServicer, GenerationGate
 from services.worker.engine_api import (
     Engine,
     EngineError,
@@ -40,8 +43,9 @@ LOAD_SECTIONS = frozenset({"core", "memory", "spec", "lora", "disagg", "queues",
 class SchedulerServicer(pb_grpc.SglangSchedulerServicer):
     """Turns SGLang's scheduler protocol into engine calls; keeps no model logic."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, gate: GenerationGate | None = None) -> None:
         self._engine = engine
+        self._gate = gate or GenerationGate(engine)
         self._start_time = time.time()
         self._last_receive = 0.0
         self._active = 0
@@ -65,7 +69,8 @@ class SchedulerServicer(pb_grpc.SglangSchedulerServicer):
         stats = StreamStats(time.perf_counter(), req.return_logprob)
         self._active += 1
         try:
-            async with aclosing(self._engine.generate(req)) as chunks:
+            async with self._gate.admit(req.request_id) as version, aclosing(self._engine.generate(req)) as chunks:
+                await context.send_initial_metadata(((VERSION_METADATA, version),))
                 async for chunk in chunks:
                     stats.observe(chunk)
                     for response in _responses(req.request_id, chunk, req.stream, stats):
@@ -123,7 +128,14 @@ class SchedulerServicer(pb_grpc.SglangSchedulerServicer):
         info = await self._call(context, self._engine.model_info)
         load = self._engine.load()
         server_args, scheduler_info = Struct(), Struct()
-        server_args.update({**self._engine.server_args(), "model_path": info.model_path, "engine": info.engine})
+        server_args.update(
+            {
+                **self._engine.server_args(),
+                "model_path": info.model_path,
+                "engine": info.engine,
+                "weight_version": info.weight_version,
+            }
+        )
         scheduler_info.update(
             {"max_total_num_tokens": load.max_kv_tokens, "max_running_requests": load.max_running_requests}
         )
@@ -133,6 +145,7 @@ class SchedulerServicer(pb_grpc.SglangSchedulerServicer):
             server_args=server_args,
             scheduler_info=scheduler_info,
             active_requests=self._active,
+            is_paused=self._gate.is_paused,
             last_receive_timestamp=self._last_receive,
             uptime_seconds=time.time() - self._start_time,
             sglang_version=f"mimo-serve {info.engine} {info.engine_version}".strip(),
@@ -261,12 +274,21 @@ def _scheduler_load(load: EngineLoad, include: set[str]) -> pb.SchedulerLoad:
 
 def build_service(engine: Engine) -> Service:
     """The worker's Service for `services.common.server.start/run`: starts the engine, drains, stops it."""
-    servicer = SchedulerServicer(engine)
+    gate = GenerationGate(engine)
+    servicer, control = SchedulerServicer(engine, gate), ControlServicer(engine, gate)
     metrics.bind_engine(engine.load)
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_SglangSchedulerServicer_to_server(servicer, server)
+        control_pb_grpc.add_WorkerControlServicer_to_server(control, server)
+
+    async def report_version() -> None:
+        metrics.set_weight_version(engine.model_info().weight_version)
+
     return Service(
-        register=lambda server: pb_grpc.add_SglangSchedulerServicer_to_server(servicer, server),
-        names=[SERVICE_NAME],
-        on_start=[engine.start],
+        register=register,
+        names=[SERVICE_NAME, CONTROL_SERVICE_NAME],
+        on_start=[engine.start, report_version],
         on_drain=[servicer.begin_drain],
         on_stop=[engine.stop],
     )

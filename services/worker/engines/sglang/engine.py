@@ -12,8 +12,9 @@ import logging
 import os
 import signal
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
+import aiohttp
 import grpc
 from smg_grpc_proto.generated import common_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
@@ -29,6 +30,7 @@ from services.worker.engine_api import (
     Health,
     InvalidRequest,
     OutputChunk,
+    WeightsRejected,
     validate_common,
 )
 from services.worker.engines.sglang.launcher import SglangChild
@@ -38,6 +40,7 @@ from services.worker.protocol import from_response, to_sampling_proto
 log = logging.getLogger(__name__)
 
 LOAD_POLL_S = 0.5
+ADMIN_TIMEOUT = aiohttp.ClientTimeout(total=1800)  # reading a 15.7 GB checkpoint from a shared volume
 
 
 class SglangEngine:
@@ -155,6 +158,28 @@ class SglangEngine:
 
     def load(self) -> EngineLoad:
         return self._load
+
+    async def update_weights(self, model_path: str, weight_version: str) -> None:
+        """SGLang's `POST /update_weights_from_disk` (its documented RL API) on the child's admin port.
+
+        Pausing is done in front of the child, by the worker's own gate, so SGLang sees no request during it.
+        """
+        info = self.model_info()
+        if not self._profile.admin_url:
+            raise EngineUnavailable(
+                "sglang: weight updates need the profile's admin_url (SGLang's HTTP admin API); "
+                "the --grpc-mode scheduler protocol has no weight-update RPC"
+            )
+        body = {"model_path": model_path, "weight_version": weight_version, "flush_cache": True}
+        url = self._profile.admin_url.rstrip("/") + "/update_weights_from_disk"
+        try:
+            async with aiohttp.ClientSession() as session, session.post(url, json=body, timeout=ADMIN_TIMEOUT) as r:
+                reply = await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise EngineUnavailable(f"sglang admin API at {url}: {e!r}") from e
+        if not reply.get("success"):
+            raise WeightsRejected(f"model_path: sglang refused {model_path}: {reply.get('message', reply)}")
+        self._info = replace(info, weight_version=weight_version)
 
     async def flush_cache(self) -> bool:
         resp = await self._ready_stub().FlushCache(common_pb2.FlushCacheRequest(), timeout=30)

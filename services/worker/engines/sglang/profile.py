@@ -41,6 +41,9 @@ class SglangProfile:
     python: str | None = None  # interpreter with sglang installed; None: this one
     startup_timeout_s: float = 1800.0  # weights download/load and CUDA graph capture can take minutes
     stop_timeout_s: float = 30.0  # SIGTERM to SIGKILL
+    # SGLang's HTTP admin API (update_weights_from_disk with weight_version), e.g. "http://127.0.0.1:30010";
+    # None: weight updates are refused (SGLang's --grpc-mode protocol has no weight-update RPC; docs/workers.md)
+    admin_url: str | None = None
 
     def __post_init__(self) -> None:
         if not Path(self.model_path).is_absolute():

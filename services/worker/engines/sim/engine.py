@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import asdict, replace
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from services.text.modeldir import read_model_dir
 from services.worker.engine_api import (
     EngineFull,
     EngineLoad,
@@ -18,12 +20,12 @@ from services.worker.engine_api import (
     Health,
     InvalidRequest,
     OutputChunk,
+    WeightsRejected,
     validate_common,
 )
 from services.worker.engines.sim.profile import SimProfile
 from services.worker.engines.sim.scheduler import SimScheduler
 from services.worker.engines.sim.sequence import Vocabulary, make_samples
-from services.text.modeldir import read_model_dir
 from services.worker.model_info import read_model_info
 
 log = logging.getLogger(__name__)
@@ -50,14 +52,30 @@ def _is_clean(text: str) -> bool:
     return bool(text.strip()) and "\ufffd" not in text and all(c.isprintable() or c in "\n\t" for c in text)
 
 
+def check_sim_checkpoint(path: Path, vocab_size: int) -> None:
+    """What the simulator can check of a checkpoint: a readable config.json of the served vocabulary."""
+    config = path / "config.json"
+    try:
+        got = json.loads(config.read_text()).get("vocab_size")
+    except (OSError, ValueError) as e:
+        raise WeightsRejected(f"model_path: {config} cannot be read ({e})") from e
+    if got != vocab_size:
+        raise WeightsRejected(f"model_path: {config} has vocab_size {got}, the served model {vocab_size}")
+
+
 class SimEngine:
     """Implements `Engine` with `SimScheduler`; token ids come from the served tokenizer's vocabulary."""
 
     def __init__(
-        self, profile: SimProfile, model_dir: str | Path, served_model_name: str | None = None, time_scale: float = 1.0
+        self,
+        profile: SimProfile,
+        model_dir: str | Path,
+        served_model_name: str | None = None,
+        time_scale: float = 1.0,
+        weight_version: str = "default",
     ) -> None:
         info = read_model_info(model_dir, served_model_name)
-        self._info = replace(info, engine="sim", engine_version=SIM_VERSION)
+        self._info = replace(info, engine="sim", engine_version=SIM_VERSION, weight_version=weight_version)
         self._profile = profile
         self._time_scale = time_scale
         self._sched = SimScheduler(profile, load_vocabulary(model_dir, self._info), time_scale)
@@ -114,6 +132,13 @@ class SimEngine:
 
     async def flush_cache(self) -> bool:
         return self._sched.flush()
+
+    async def update_weights(self, model_path: str, weight_version: str) -> None:
+        """No weights: check the checkpoint's config fits, wait the profile's modelled load time, swap the label."""
+        check_sim_checkpoint(Path(model_path), self._info.vocab_size)
+        if self._time_scale > 0:
+            await asyncio.sleep(self._profile.weight_load_s * self._time_scale)
+        self._info = replace(self._info, weight_version=weight_version)
 
     async def health(self) -> Health:
         if not self._is_started:

@@ -38,6 +38,7 @@ class SimProfile:
     max_waiting_requests: int = 4096
     max_prefill_tokens: int = 16_384  # prompt tokens one prefill batch may take
     reserve_output_ratio: float = 1.0  # share of a request's remaining max_new_tokens reserved at admission
+    weight_load_s: float = 8.0  # a weight update: read and install a checkpoint (assumed: 15.7 GB at ~2 GB/s)
     output_length: OutputLength = field(default_factory=OutputLength)
     notes: tuple[str, ...] = ()
 
@@ -50,6 +51,7 @@ class SimProfile:
             "max_waiting_requests": self.max_waiting_requests >= 0,
             "max_prefill_tokens": self.max_prefill_tokens >= 1,
             "reserve_output_ratio": 0 <= self.reserve_output_ratio <= 1,
+            "weight_load_s": self.weight_load_s >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -29,6 +29,7 @@ def config_from_args(args: argparse.Namespace) -> TorchEngineConfig:
         use_cuda_graphs=not getattr(args, "no_cuda_graphs", False),
         compile_kernels=not getattr(args, "no_compile", False),
         served_model_name=getattr(args, "served_model_name", None),
+        weight_version=getattr(args, "weight_version", None) or defaults.weight_version,
     )
 
 

@@ -31,6 +31,7 @@ from services.worker.engine_api import (
     validate_common,
 )
 from services.worker.engines.torch.core import CoreConfig, EngineCore, RequestOutput
+from services.worker.engines.torch.weights import install_when_idle, read_checkpoint
 from services.worker.model import MiMoForCausalLM, load_mimo
 from services.worker.model_info import read_model_info
 
@@ -57,6 +58,7 @@ class TorchEngineConfig:
     served_model_name: str | None = None
     gpu_kv_memory_fraction: float = 0.5
     cpu_threads: int | None = None  # torch threads on CPU; None: 1 for small models (hidden <= 1024), else torch's
+    weight_version: str = "default"  # reported until the first weight update (SGLang's default label)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -156,6 +158,7 @@ class TorchEngine:
             vocab_size=model.config.vocab_size,
             engine="torch",
             engine_version=torch.__version__,
+            weight_version=self.cfg.weight_version,
         )
         self._load = core.load()
         log.info(
@@ -221,6 +224,17 @@ class TorchEngine:
 
     def load(self) -> EngineLoad:
         return self._load
+
+    async def update_weights(self, model_path: str, weight_version: str) -> None:
+        """Check and read the checkpoint off the engine thread, then copy it in between two steps."""
+        core, info = self._core, self._info
+        if core is None or info is None or self._thread is None:
+            raise EngineUnavailable("the torch engine is not running (still loading its model, or stopping)")
+        tensors = await asyncio.to_thread(read_checkpoint, model_path, core.runner.model)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._submit("weights", (tensors, done))
+        await asyncio.wrap_future(done)
+        self._info = dataclasses.replace(info, weight_version=weight_version)
 
     async def flush_cache(self) -> bool:
         done: concurrent.futures.Future[bool] = concurrent.futures.Future()
@@ -293,6 +307,8 @@ class TorchEngine:
                 outputs += core.abort_request(payload)
             elif command == "flush":
                 payload.set_result(core.flush_cache())
+            elif command == "weights":
+                install_when_idle(core, *payload)
             elif command == "stop":
                 return outputs, True
 
