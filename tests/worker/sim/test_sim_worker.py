@@ -98,3 +98,13 @@ def test_cli_needs_a_model_and_says_when_torch_is_missing() -> None:
             text=True,
         )
         assert out.returncode == 2 and "torch engine not built yet" in out.stderr
+
+
+async def test_an_impossible_n_is_invalid_argument_not_an_invitation_to_retry(
+    small_worker: pb_grpc.SglangSchedulerStub,
+) -> None:
+    request = generate("huge-n", 4)
+    request.sampling_params.n = 10**6
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await small_worker.Generate(request).read()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sampling_params.n" in (err.value.details() or "")
