@@ -18,7 +18,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.server import Service
-from services.worker import metrics
+from services.worker import kv_events, metrics
 from services.worker.control import SERVICE_NAME as CONTROL_SERVICE_NAME
 from services.worker.control import VERSION_METADATA, ControlServicer, GenerationGate
 from services.worker.engine_api import (
@@ -220,8 +220,14 @@ class SchedulerServicer(pb_grpc.SglangSchedulerServicer):
         await self._unimplemented(context, "StopProfile")
 
     async def SubscribeKvEvents(self, request, context):
-        await self._unimplemented(context, "SubscribeKvEvents")
-        yield common_pb2.KvEventBatch()  # pragma: no cover - makes this a stream handler
+        """The engine's prefix-cache blocks as SMG's KV events (engines without a log: UNIMPLEMENTED)."""
+        events = getattr(self._engine, "kv_event_log", None)
+        if events is None:
+            await self._unimplemented(context, "SubscribeKvEvents")
+            return
+        async with aclosing(events.subscribe(request.start_sequence_number)) as batches:
+            async for batch in batches:
+                yield kv_events.to_proto(batch, events.block_size)
 
     async def LoadLoRAAdapter(self, request, context):
         await self._unimplemented(context, "LoadLoRAAdapter")

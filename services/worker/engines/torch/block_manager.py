@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from services.worker.engines.torch.sequence import Sequence
+from services.worker.kv_events import BlocksRemoved, BlockStored, CacheCleared, KvEventLog
 
 
 @dataclass(slots=True, eq=False)
@@ -38,6 +39,7 @@ class BlockManager:
         self.hash_to_block: dict[int, int] = {}
         self.num_prompt_tokens = 0
         self.num_hit_tokens = 0
+        self.events: KvEventLog | None = None  # KV events: a hash is stored when it can be hit, removed when not
 
     @property
     def num_blocks(self) -> int:
@@ -89,8 +91,12 @@ class BlockManager:
 
     def mark_ready(self, seq: Sequence, num_tokens: int) -> None:
         """The step being scheduled writes the KV of positions < num_tokens: their full blocks can be shared."""
-        for block_id in seq.block_table[: num_tokens // self.block_size]:
-            self.blocks[block_id].is_ready = True
+        for i, block_id in enumerate(seq.block_table[: num_tokens // self.block_size]):
+            block = self.blocks[block_id]
+            if not block.is_ready:
+                block.is_ready = True
+                if block.hash != -1 and self.hash_to_block.get(block.hash) == block_id:
+                    self._stored(block, seq.block_hashes[i - 1] if i else None)
 
     def ensure_slots(self, seq: Sequence, num_tokens: int) -> bool:
         """Grow the block table to hold positions < num_tokens; False (nothing taken) if the pool is short."""
@@ -111,6 +117,7 @@ class BlockManager:
             block = self.blocks[seq.block_table[i]]
             if prefix_hash not in self.hash_to_block:  # an identical live block keeps the entry
                 self._register(block, prefix_hash, tokens)
+                self._stored(block, seq.block_hashes[-2] if i else None)
 
     def free_seq(self, seq: Sequence) -> None:
         """Drop the sequence's references; tail blocks go back first so prefixes stay cached longest."""
@@ -124,6 +131,8 @@ class BlockManager:
         seq.block_table, seq.block_hashes = [], []
 
     def reset_prefix_cache(self) -> None:
+        if self.events is not None:
+            self.events.record(CacheCleared())
         self.hash_to_block.clear()
         for block in self.blocks:
             block.hash, block.token_ids = -1, ()
@@ -137,6 +146,8 @@ class BlockManager:
     def _unregister(self, block: Block) -> Block:
         if block.hash != -1 and self.hash_to_block.get(block.hash) == block.block_id:
             del self.hash_to_block[block.hash]
+            if block.is_ready and self.events is not None:
+                self.events.record(BlocksRemoved((block.hash,)))
         block.hash, block.token_ids = -1, ()
         return block
 
@@ -146,6 +157,14 @@ class BlockManager:
             del self.free[block_id]
         block.ref_count += 1
         return block
+
+    def publish_events(self) -> None:
+        if self.events is not None:
+            self.events.flush()
+
+    def _stored(self, block: Block, parent_hash: int | None) -> None:
+        if self.events is not None:
+            self.events.record(BlockStored(block.hash, parent_hash, block.token_ids))
 
     def _register(self, block: Block, block_hash: int, token_ids: tuple[int, ...]) -> Block:
         block.hash, block.token_ids, block.is_ready = block_hash, token_ids, True

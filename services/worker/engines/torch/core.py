@@ -143,6 +143,7 @@ class EngineCore:
             else:
                 out.append((seq.request_id, self._apply(seq, res, is_spec)))
         self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
+        self.blocks.publish_events()  # this step's KV events, one batch
         return out
 
     def _apply(self, seq: Sequence, res: SeqResult, is_spec: bool) -> OutputChunk:
@@ -223,4 +224,5 @@ class EngineCore:
         if self.scheduler.has_work:
             return False
         self.blocks.reset_prefix_cache()
+        self.blocks.publish_events()
         return True

@@ -31,6 +31,7 @@ from services.worker.engine_api import (
     validate_common,
 )
 from services.worker.engines.torch.core import CoreConfig, EngineCore, RequestOutput
+from services.worker.kv_events import KvEventLog
 from services.worker.engines.torch.weights import install_when_idle, read_checkpoint
 from services.worker.model import MiMoForCausalLM, load_mimo
 from services.worker.model_info import read_model_info
@@ -132,6 +133,7 @@ class TorchEngine:
         self._load = EngineLoad(max_running_requests=cfg.max_running_requests)
         self._error: str | None = None
         self._is_stopping = False
+        self.kv_event_log = KvEventLog(cfg.block_size)  # SubscribeKvEvents: the prefix cache's blocks
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ class TorchEngine:
 
             self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._core = core = build_core(model, self.cfg, info, self._tokenizer)
+        core.blocks.events = self.kv_event_log
         self._info = dataclasses.replace(
             info,
             max_context_length=core.cfg.max_context_length,
