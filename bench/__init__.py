@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 BENCHES: dict[str, str] = {
     "router": "bench.router",
+    "http": "bench.http",  # the OpenAI HTTP front against SMG's
     "rollout": "bench.rollout",
     "verifier": "bench.verifier",
     "tokenizer": "bench.tokenizer",
