@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
@@ -160,9 +161,15 @@ class Pipeline:
     async def prepare(self, request: GenerationRequest, input_ids: tuple[int, ...] | None = None) -> Generation:
         snapshot = self._tokenizer()
         ids = input_ids if input_ids is not None else await self.input_ids(request)
+        bad_stop = next((t for t in request.sampling.stop_token_ids if t >= snapshot.vocab_size), None)
+        if bad_stop is not None:
+            raise InvalidRequest(
+                "sampling.stop_token_ids", f"token id {bad_stop} is outside the vocabulary (size {snapshot.vocab_size})"
+            )
         sampling = resolve_sampling(request.sampling, request.defaults, snapshot.stop_token_ids)
         worker_request = WorkerRequest(
-            request_id=request.request_id,
+            # unique per worker request: two callers reusing one request id never collide on a worker
+            request_id=f"{request.request_id}-{uuid.uuid4().hex[:8]}",
             input_ids=ids,
             sampling=sampling,
             n=request.n,

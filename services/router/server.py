@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from mimo_client.v1 import inference_pb2, inference_pb2_grpc, rollout_pb2, rollout_pb2_grpc
 
 from services.router import wire
@@ -25,7 +27,7 @@ from services.router.rollout import RolloutRun, Scorer, stream_rollout
 
 STATUS: dict[type[RouterError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    UnknownModel: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownModel: grpc.StatusCode.NOT_FOUND,
     Rejected: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -33,14 +35,28 @@ STATUS: dict[type[RouterError], grpc.StatusCode] = {
 }
 
 
+def retry_advice(retry_after_s: float, message: str) -> tuple[tuple[str, str | bytes], ...]:
+    """Standard retry advice: google.rpc.RetryInfo in grpc-status-details-bin, plus grpc-retry-pushback-ms and
+    the older retry-after-ms for clients that read those."""
+    retry_ms = int(retry_after_s * 1000)
+    info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=(retry_ms % 1000) * 1_000_000))
+    info.retry_delay.seconds = retry_ms // 1000
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message)
+    status.details.add().Pack(info)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("grpc-retry-pushback-ms", str(retry_ms)),
+        ("retry-after-ms", str(retry_ms)),
+    )
+
+
 async def abort_with(context: grpc.aio.ServicerContext, error: RouterError) -> None:
     """Turn a domain error into the gRPC status the contract names (retry advice in trailing metadata)."""
     code = STATUS.get(type(error), grpc.StatusCode.INTERNAL)
     message = str(error)
     if isinstance(error, Rejected):
-        retry_ms = int(error.retry_after_s * 1000)
-        context.set_trailing_metadata((("retry-after-ms", str(retry_ms)),))
-        message = f"{error}; retry after {retry_ms} ms"
+        message = f"{error}; retry after {int(error.retry_after_s * 1000)} ms"
+        context.set_trailing_metadata(retry_advice(error.retry_after_s, message))
     await context.abort(code, message)
 
 

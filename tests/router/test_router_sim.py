@@ -77,7 +77,10 @@ async def test_stream_concatenates_to_the_unary_answer_for_the_same_seed(stub):
             inference_pb2.GenerateRequest(text="x", sampling=common_pb2.SamplingParams(max_new_tokens=10**7)),
             "sampling.max_new_tokens",
         ),
-        (inference_pb2.GenerateRequest(text="x", model="gpt-4"), "model"),
+        (
+            inference_pb2.GenerateRequest(text="x", sampling=common_pb2.SamplingParams(stop_token_ids=[10**6])),
+            "sampling.stop_token_ids",
+        ),
     ],
 )
 async def test_bad_input_is_invalid_argument_naming_the_field(stub, request_, field):
