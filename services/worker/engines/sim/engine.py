@@ -26,6 +26,7 @@ from services.worker.engine_api import (
 from services.worker.engines.sim.profile import SimProfile
 from services.worker.engines.sim.scheduler import SimScheduler
 from services.worker.engines.sim.sequence import Vocabulary, make_samples
+from services.worker.kv_events import KvEventLog
 from services.worker.model_info import read_model_info
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,11 @@ class SimEngine:
 
     def load(self) -> EngineLoad:
         return self._sched.load()
+
+    @property
+    def kv_event_log(self) -> KvEventLog:
+        """SubscribeKvEvents: the simulated prefix cache's pages."""
+        return self._sched.kv_event_log
 
     @property
     def simulated_s(self) -> float:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from services.worker.kv_events import BlocksRemoved, BlockStored, CacheCleared, KvEventLog
+
 
 class PrefixCache:
     """Reference-counted pages with an LRU list of the unreferenced ones."""
@@ -21,6 +23,7 @@ class PrefixCache:
         self.page_size = page_size
         self._refs: dict[int, int] = {}  # page key -> sequences holding it
         self._free: OrderedDict[int, None] = OrderedDict()  # unreferenced pages, least recently used first
+        self.events: KvEventLog | None = None  # KV events: a page stored when added, removed when evicted
 
     @property
     def cached_tokens(self) -> int:
@@ -49,14 +52,17 @@ class PrefixCache:
         """How many of these cached pages nobody holds (holding them takes them out of the evictable pool)."""
         return sum(1 for key in keys if self._refs.get(key) == 0)
 
-    def acquire(self, keys: Sequence[int]) -> int:
-        """Hold the pages (adding the missing ones); returns how many pages were new."""
-        new = 0
-        for key in keys:
+    def acquire(self, keys: Sequence[int], tokens: Sequence[int] = ()) -> int:
+        """Hold the pages (adding the missing ones; `tokens` are theirs, for KV events); returns how many were new."""
+        new, page = 0, self.page_size
+        for i, key in enumerate(keys):
             refs = self._refs.get(key)
             if refs is None:
                 self._refs[key] = 1
                 new += 1
+                if self.events is not None:
+                    parent = keys[i - 1] if i else None
+                    self.events.record(BlockStored(key, parent, tuple(tokens[i * page : (i + 1) * page])))
             else:
                 if refs == 0:
                     del self._free[key]
@@ -78,6 +84,8 @@ class PrefixCache:
             key, _ = self._free.popitem(last=False)
             del self._refs[key]
             freed += self.page_size
+            if self.events is not None:
+                self.events.record(BlocksRemoved((key,)))
         return freed
 
     def clear(self) -> bool:
@@ -86,4 +94,6 @@ class PrefixCache:
             return False
         self._refs.clear()
         self._free.clear()
+        if self.events is not None:
+            self.events.record(CacheCleared())
         return True

@@ -19,6 +19,7 @@ from services.worker.engine_api import EngineLoad, FinishReason
 from services.worker.engines.sim.prefix_cache import PrefixCache
 from services.worker.engines.sim.profile import SimProfile
 from services.worker.engines.sim.sequence import SimSeq, Vocabulary
+from services.worker.kv_events import KvEventLog
 
 RATE_WINDOW_S = 5.0
 
@@ -31,6 +32,7 @@ class SimScheduler:
         self.vocab = vocab
         self.time_scale = time_scale
         self.cache = PrefixCache(profile.page_size_tokens)
+        self.cache.events = self.kv_event_log = KvEventLog(profile.page_size_tokens)
         self.waiting: deque[SimSeq] = deque()
         self.running: list[SimSeq] = []
         self._prefilling: list[SimSeq] = []
@@ -96,7 +98,9 @@ class SimScheduler:
     def flush(self) -> bool:
         if self.running or self._num_waiting or self._prefilling:
             return False
-        return self.cache.clear()
+        cleared = self.cache.clear()
+        self.kv_event_log.flush()
+        return cleared
 
     # ---- the loop ----
     def start(self) -> None:
@@ -128,6 +132,7 @@ class SimScheduler:
             else:  # nothing fits and nothing runs: only aborted entries can be at the head
                 self._drop_aborted_head()
                 await asyncio.sleep(0)
+            self.kv_event_log.flush()  # the step's KV events, one batch
 
     async def _advance(self, cost_s: float) -> None:
         self.simulated_s += cost_s
@@ -175,7 +180,7 @@ class SimScheduler:
         return batch
 
     def _hold(self, seq: SimSeq, keys: list[int], cached: int, reserve: int) -> None:
-        self.cache.acquire(keys)
+        self.cache.acquire(keys, seq.context())
         seq.held_pages = keys
         seq.private_tokens = len(seq.context()) - len(keys) * self.p.page_size_tokens
         seq.reserved_tokens = reserve
@@ -205,7 +210,7 @@ class SimScheduler:
         """Give back the sample's KV; its prompt and output stay cached (evictable) when `cache_output`."""
         if cache_output:
             keys = self.cache.page_keys(seq.context())
-            self.cache.acquire(keys)
+            self.cache.acquire(keys, seq.context())
             self.cache.release(keys)
         self.cache.release(seq.held_pages)
         seq.held_pages = []
