@@ -41,8 +41,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kube-api-url", default=env("kube-api-url", None), help="API server URL (default: in-cluster)")
     p.add_argument("--worker-port", type=int, default=int(env("worker-port", "31000") or 31000))
-    p.add_argument("--tokenizer", default=env("tokenizer", "127.0.0.1:50052"), help="tokenizer service host:port")
-    p.add_argument("--verifier", default=env("verifier", "127.0.0.1:50053"), help="verifier service host:port")
+    p.add_argument(
+        "--tokenizer",
+        default=env("tokenizer", "127.0.0.1:50052"),
+        help="tokenizer service host:port, or a balanced target (dns:///headless-svc:port, ipv4:a:p,b:p)",
+    )
+    p.add_argument(
+        "--verifier",
+        default=env("verifier", "127.0.0.1:50053"),
+        help="verifier service host:port, or a balanced target (dns:///headless-svc:port, ipv4:a:p,b:p)",
+    )
+    p.add_argument(
+        "--reward-retry-s", type=float, default=60.0, help="how long a reward is retried through a verifier outage"
+    )
     p.add_argument("--policy", choices=sorted(POLICIES), default=env("policy", "cache_aware"))
     p.add_argument("--model-name", default=env("model-name", "mimo"), help="the model id clients see")
     p.add_argument("--max-in-flight", type=int, default=int(env("max-in-flight", "1024") or 1024))
@@ -88,7 +99,7 @@ def main(argv: Sequence[str]) -> int:
             args.model_name,
         )
         discovery = make_discovery(args, pool, static)
-        rewards = RewardClient(verifier_target)
+        rewards = RewardClient(verifier_target, retry_s=args.reward_retry_s)
         http_on = bool(args.http_listen) and not args.no_http
         http = HttpApi(pipeline, lambda: tokenizer.snapshot, args.http_listen, args.auth_token, settings.grace_s)
 

@@ -351,6 +351,7 @@ class GroupFinished:
     mean_reward: float
     all_correct: bool
     all_wrong: bool
+    num_reward_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +366,7 @@ class RolloutFinished:
     reward_wait_s: float
     early_terminated: bool
     unfinished_prompt_ids: tuple[str, ...]
+    num_reward_errors: int = 0
 
 
 RolloutEvent = SampleFinished | GroupFinished | RolloutFinished

@@ -27,3 +27,9 @@ def observe_sample(reward: float, wait_s: float) -> None:
 def observe_group(pass_rate: float) -> None:
     PASS_RATE.observe(pass_rate)
     GROUPS.labels("all_correct" if pass_rate == 1 else "all_wrong" if pass_rate == 0 else "mixed").inc()
+
+
+REWARD_RETRIES = Counter(
+    "mimo_router_rollout_reward_retries", "Verify calls retried after a transient verifier failure"
+)
+REWARD_ERRORS = Counter("mimo_router_rollout_reward_errors", "Samples whose reward stayed an error after retries")

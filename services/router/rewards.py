@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 import grpc
 from mimo_client.v1 import verifier_pb2, verifier_pb2_grpc
 
+from services.router import metrics_rollout as metrics
 from services.router.domain import Reward, RewardRequest, Verdict
 
 
@@ -28,22 +31,47 @@ def error_reward(task_id: str, index: int, reason: str) -> Reward:
     return reward_of(result)
 
 
+TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+}
+# Balance over every address a target resolves to (a headless Service's pods, or "ipv4:a:p,b:p").
+CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin")]
+
+
 class RewardClient:
-    def __init__(self, target: str, timeout_s: float = 120.0) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    """Rewards from a `mimo.v1.Verifier` service; transient failures are retried with backoff for up to
+    `retry_s` (and never past the caller's deadline)."""
+
+    def __init__(self, target: str, timeout_s: float = 120.0, retry_s: float = 60.0) -> None:
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._stub = verifier_pb2_grpc.VerifierStub(self._channel)
         self.timeout_s = timeout_s
+        self.retry_s = retry_s
 
-    async def verify(self, requests: Sequence[RewardRequest]) -> list[Reward]:
-        """Rewards for `requests`, in order. A verifier failure becomes VERDICT_ERROR results, never a silent 0."""
-        try:
-            response = await self._stub.Verify(
-                verifier_pb2.VerifyRequest(tasks=[_task_pb(r) for r in requests]), timeout=self.timeout_s
-            )
-            return [reward_of(r) for r in response.results]
-        except grpc.aio.AioRpcError as e:
-            reason = f"verifier unavailable: {e.code().name}: {e.details()}"
-            return [error_reward(r.task_id, i, reason) for i, r in enumerate(requests)]
+    async def verify(self, requests: Sequence[RewardRequest], deadline: float | None = None) -> list[Reward]:
+        """Rewards for `requests`, in order. A verifier still failing when the retries run out becomes
+        VERDICT_ERROR results (never a silent 0)."""
+        request = verifier_pb2.VerifyRequest(tasks=[_task_pb(r) for r in requests])
+        give_up = time.monotonic() + self.retry_s
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        delay_s = 0.1
+        while True:
+            try:
+                response = await self._stub.Verify(request, timeout=self.timeout_s)
+                return [reward_of(r) for r in response.results]
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in TRANSIENT or time.monotonic() + delay_s > give_up:
+                    reason = f"verifier unavailable: {e.code().name}: {e.details()}"
+                    metrics.REWARD_ERRORS.inc(len(requests))
+                    return [error_reward(r.task_id, i, reason) for i, r in enumerate(requests)]
+                metrics.REWARD_RETRIES.inc()
+                await asyncio.sleep(delay_s)
+                delay_s = min(2.0, delay_s * 2)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -36,7 +36,7 @@ DEFAULT_MAX_SAMPLES_IN_FLIGHT = 256
 class Scorer(Protocol):
     """Anything that scores responses the way `mimo.v1.Verifier.Verify` does (rewards.RewardClient)."""
 
-    async def verify(self, requests: Sequence[RewardRequest]) -> list[Reward]: ...
+    async def verify(self, requests: Sequence[RewardRequest], deadline: float | None = None) -> list[Reward]: ...
 
 
 @dataclass(slots=True)
@@ -77,6 +77,7 @@ class RolloutRun:
         self.finished_prompts: list[int] = []
         self.tokens = 0
         self.aborted_samples = 0
+        self.reward_errors = 0
         self.early_terminated = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._capacity = asyncio.Condition()
@@ -129,19 +130,23 @@ class RolloutRun:
         )
         if len(state.results) < self.n:
             return
-        rewards = [r.reward for _, r in state.results.values()]
-        correct = [r.verdict is Verdict.CORRECT for _, r in state.results.values()]
-        pass_rate = sum(correct) / self.n
-        metrics.observe_group(pass_rate)
+        scored = [r for _, r in state.results.values() if not r.is_error]  # an outage is not a wrong answer
+        errors = self.n - len(scored)
+        self.reward_errors += errors
+        correct = [r.verdict is Verdict.CORRECT for r in scored]
+        pass_rate = sum(correct) / len(scored) if scored else 0.0
+        if scored:
+            metrics.observe_group(pass_rate)
         self.events.put_nowait(
             GroupFinished(
                 prompt_index=state.index,
                 prompt_id=state.prompt.prompt_id,
                 num_samples=self.n,
                 pass_rate=pass_rate,
-                mean_reward=sum(rewards) / self.n,
-                all_correct=all(correct),
-                all_wrong=not any(correct),
+                mean_reward=sum(r.reward for r in scored) / len(scored) if scored else 0.0,
+                all_correct=bool(scored) and all(correct),
+                all_wrong=bool(scored) and not any(correct),
+                num_reward_errors=errors,
             )
         )
         self.finished_prompts.append(state.index)
@@ -151,7 +156,7 @@ class RolloutRun:
         ended = time.monotonic()
         self.clock.change(verifying=1)
         try:
-            (reward,) = await self.scorer.verify([self._reward_request(state, sample)])
+            (reward,) = await self.scorer.verify([self._reward_request(state, sample)], self.spec.deadline)
         finally:
             self.clock.change(verifying=-1)
         self._record(state, gen, sample, reward, ended)
@@ -205,7 +210,9 @@ class RolloutRun:
             pairs = [(s, gen, sample) for s, gen in zip(batch, gens, strict=True) for sample in gen.samples]
             ended = time.monotonic()
             self.clock.change(verifying=1)
-            rewards = await self.scorer.verify([self._reward_request(s, sample) for s, _, sample in pairs])
+            rewards = await self.scorer.verify(
+                [self._reward_request(s, sample) for s, _, sample in pairs], self.spec.deadline
+            )
             self.clock.change(verifying=-1)
             for (s, gen, sample), reward in zip(pairs, rewards, strict=True):
                 self._record(s, gen, sample, reward, ended)
@@ -269,6 +276,7 @@ class RolloutRun:
                 reward_wait_s=self.clock.reward_wait_s,
                 early_terminated=self.early_terminated,
                 unfinished_prompt_ids=tuple(s.prompt.prompt_id for s in unfinished),
+                num_reward_errors=self.reward_errors,
             )
         )
 

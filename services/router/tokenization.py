@@ -25,7 +25,8 @@ class RouterTokenizer:
     """Keeps the current artifacts; `refresh()` refetches when the service's hash changes."""
 
     def __init__(self, target: str, cache_dir: Path | None = None, refresh_s: float = 30.0) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+        # round_robin: every replica behind a headless Service (or a multi-address target) takes its share
+        self._channel = grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")])
         self._stub = tokenizer_pb2_grpc.TokenizerStub(self._channel)
         self._cache_dir = cache_dir or Path(tempfile.gettempdir()) / f"mimo-serve-tokenizer-{os.getuid()}"
         self._refresh_s = refresh_s

@@ -316,6 +316,7 @@ def rollout_event_pb(spec: d.RolloutSpec, event: d.RolloutEvent) -> rollout_pb2.
                 mean_reward=event.mean_reward,
                 all_correct=event.all_correct,
                 all_wrong=event.all_wrong,
+                num_reward_errors=event.num_reward_errors,
             )
         )
     else:
@@ -331,6 +332,7 @@ def rollout_event_pb(spec: d.RolloutSpec, event: d.RolloutEvent) -> rollout_pb2.
                 reward_wait_s=event.reward_wait_s,
                 early_terminated=event.early_terminated,
                 unfinished_prompt_ids=event.unfinished_prompt_ids,
+                num_reward_errors=event.num_reward_errors,
             )
         )
     return out

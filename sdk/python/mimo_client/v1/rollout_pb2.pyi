@@ -99,7 +99,7 @@ class SampleFinished(_message.Message):
     def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., reward: _Optional[float] = ..., verification: _Optional[_Union[_verifier_pb2.VerifyResult, _Mapping]] = ..., generation_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class GroupFinished(_message.Message):
-    __slots__ = ("prompt_index", "prompt_id", "num_samples", "pass_rate", "mean_reward", "all_correct", "all_wrong")
+    __slots__ = ("prompt_index", "prompt_id", "num_samples", "pass_rate", "mean_reward", "all_correct", "all_wrong", "num_reward_errors")
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class GroupFinished(_message.Message):
     MEAN_REWARD_FIELD_NUMBER: _ClassVar[int]
     ALL_CORRECT_FIELD_NUMBER: _ClassVar[int]
     ALL_WRONG_FIELD_NUMBER: _ClassVar[int]
+    NUM_REWARD_ERRORS_FIELD_NUMBER: _ClassVar[int]
     prompt_index: int
     prompt_id: str
     num_samples: int
@@ -114,10 +115,11 @@ class GroupFinished(_message.Message):
     mean_reward: float
     all_correct: bool
     all_wrong: bool
-    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., pass_rate: _Optional[float] = ..., mean_reward: _Optional[float] = ..., all_correct: _Optional[bool] = ..., all_wrong: _Optional[bool] = ...) -> None: ...
+    num_reward_errors: int
+    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., pass_rate: _Optional[float] = ..., mean_reward: _Optional[float] = ..., all_correct: _Optional[bool] = ..., all_wrong: _Optional[bool] = ..., num_reward_errors: _Optional[int] = ...) -> None: ...
 
 class RolloutFinished(_message.Message):
-    __slots__ = ("num_prompts_finished", "num_prompts_unfinished", "num_samples_finished", "num_samples_aborted", "wall_s", "samples_per_s", "completion_tokens_per_s", "reward_wait_s", "early_terminated", "unfinished_prompt_ids")
+    __slots__ = ("num_prompts_finished", "num_prompts_unfinished", "num_samples_finished", "num_samples_aborted", "wall_s", "samples_per_s", "completion_tokens_per_s", "reward_wait_s", "early_terminated", "unfinished_prompt_ids", "num_reward_errors")
     NUM_PROMPTS_FINISHED_FIELD_NUMBER: _ClassVar[int]
     NUM_PROMPTS_UNFINISHED_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FINISHED_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +130,7 @@ class RolloutFinished(_message.Message):
     REWARD_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     EARLY_TERMINATED_FIELD_NUMBER: _ClassVar[int]
     UNFINISHED_PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
+    NUM_REWARD_ERRORS_FIELD_NUMBER: _ClassVar[int]
     num_prompts_finished: int
     num_prompts_unfinished: int
     num_samples_finished: int
@@ -138,7 +141,8 @@ class RolloutFinished(_message.Message):
     reward_wait_s: float
     early_terminated: bool
     unfinished_prompt_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, num_prompts_finished: _Optional[int] = ..., num_prompts_unfinished: _Optional[int] = ..., num_samples_finished: _Optional[int] = ..., num_samples_aborted: _Optional[int] = ..., wall_s: _Optional[float] = ..., samples_per_s: _Optional[float] = ..., completion_tokens_per_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., early_terminated: _Optional[bool] = ..., unfinished_prompt_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    num_reward_errors: int
+    def __init__(self, num_prompts_finished: _Optional[int] = ..., num_prompts_unfinished: _Optional[int] = ..., num_samples_finished: _Optional[int] = ..., num_samples_aborted: _Optional[int] = ..., wall_s: _Optional[float] = ..., samples_per_s: _Optional[float] = ..., completion_tokens_per_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., early_terminated: _Optional[bool] = ..., unfinished_prompt_ids: _Optional[_Iterable[str]] = ..., num_reward_errors: _Optional[int] = ...) -> None: ...
 
 class RolloutEvent(_message.Message):
     __slots__ = ("rollout_id", "weight_version", "sample", "group", "finished")
