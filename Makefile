@@ -6,7 +6,7 @@ PY := $(BIN)/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run up demo test test-quick test-all lint fmt generate check-generated proto bench helm loadtest images clean
+.PHONY: help setup run up demo test test-quick test-all lint fmt generate check-generated proto bench helm loadtest images grpo clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-all: setup ## every test, including those marked gpu
 bench: setup ## every `mimo-serve bench PART`, each against its peer
 	@for part in tokenizer verifier sim engine router rollout autoscaler; do \
 		echo "== mimo-serve bench $$part"; $(BIN)/mimo-serve bench $$part || exit 1; done
+
+grpo: setup ## GRPO on the tiny MiMo on CPU through the service: reward per step, held-out pass rate (GRPO_ARGS=...)
+	$(PY) examples/grpo_tiny.py $(GRPO_ARGS)
 
 helm: setup ## the chart's tests (render, lint, schema, dashboards)
 	$(BIN)/pytest tests/helm
