@@ -63,6 +63,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--ttft-budgets", default="512", help="per-step token budgets for the TTFT section")
     p.add_argument("--contexts", default="", help="CUDA: batch-1 long contexts, e.g. 4096,16384,32000")
     p.add_argument("--check-logits", type=int, default=0, help="CUDA: logits vs HF over a prompt this long")
+    p.add_argument("--attention-tiles", action="store_true", help="CUDA: time the prefill kernel's tile shapes")
     p.add_argument("--no-hf", action="store_true", help="skip HF generate")
     p.add_argument("--check", action="store_true", help="first compare greedy tokens: graphs, eager, HF")
     p.add_argument("--json", help="write all results to this file")
@@ -413,6 +414,8 @@ def mtp_step_cost(results: list[Result]) -> None:
 def serving_sections(model: MiMoForCausalLM, hf, args: argparse.Namespace, bandwidth: float) -> None:
     from bench import engine_serving
 
+    if args.attention_tiles:
+        engine_serving.attention_tiles(args.device)
     if args.check_logits:
         engine_serving.logits_vs_hf(model, hf if hf is not None else as_hf(model), args.check_logits)
     if args.ttft_prompt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -159,3 +160,30 @@ def logits_vs_hf(model: MiMoForCausalLM, hf, length: int) -> None:
             print(f"logits at {length} tokens, ours ({name}) vs HF fp32: relative error {err:.2e}, top-1 agreement "
                   f"{top1:.2%}, max |diff| {(ours - ref).abs().max().item():.3f}", flush=True)  # fmt: skip
             del core
+
+
+def attention_tiles(device: str) -> None:
+    """The prefill kernel's tile shapes on a 512-token chunk and an 8K chunk, both at 8K context (7B heads)."""
+    import triton.testing
+
+    from services.worker.engines.torch.kernels.paged_attention import Tiles, paged_attention
+
+    hq, hkv, d, bs, ctx = 32, 8, 128, 16, 8192
+    k_cache = torch.randn(ctx, hkv, d, dtype=torch.bfloat16, device=device)
+    v_cache = torch.randn_like(k_cache)
+    tables = torch.randperm(ctx // bs, device=device)[None]
+    for num_q in (512, 8192):
+        q = torch.randn(num_q, hq, d, dtype=torch.bfloat16, device=device)
+        starts = torch.tensor([0, num_q], device=device)
+        lens = torch.tensor([ctx], device=device)
+        flops = 4 * d * hq * sum(ctx - num_q + t + 1 for t in range(num_q))
+        for tiles in (Tiles(64, 64, 4, 2), Tiles(128, 64, 8, 2), Tiles(128, 64, 8, 3), Tiles(128, 128, 8, 2),
+                      Tiles(64, 128, 4, 3), Tiles(128, 32, 4, 3)):  # fmt: skip
+            run = partial(paged_attention, q, k_cache, v_cache, tables, starts, lens, bs, num_q, 132, tiles)
+            try:
+                ms = triton.testing.do_bench(run, warmup=25, rep=100, return_mode="median")
+            except Exception as e:  # a shape that does not fit (shared memory) is reported, not fatal
+                print(f"tiles {tiles}: failed {type(e).__name__}", flush=True)
+                continue
+            print(f"attention {num_q:5d} queries at {ctx} context, {tiles}: {ms:.3f} ms = "
+                  f"{flops / ms / 1e9:.0f} TFLOP/s", flush=True)  # fmt: skip

@@ -29,20 +29,40 @@ class Plan:
     num_splits: int
     split_tokens: int
     num_q_blocks: int  # query-row blocks per sequence
+    num_warps: int
+    num_stages: int
 
 
-def plan(num_seqs: int, num_kv_heads: int, rep: int, max_q_len: int, max_context: int, num_sms: int) -> Plan:
-    """Decode/verify: 16 query rows and enough splits to fill the GPU; prefill: 64-row tiles, one split."""
+@dataclass(frozen=True, slots=True)
+class Tiles:
+    """Prefill/extend tile shape (decode and verify always use 16 x 64, 4 warps, 2 stages)."""
+
+    block_m: int = 128
+    block_n: int = 64
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+PREFILL_TILES = Tiles()
+FP32_TILES = Tiles(64, 64, 4, 2)  # fp32 tiles of the default shape would not fit in shared memory
+
+
+def plan(
+    num_seqs: int, num_kv_heads: int, rep: int, max_q_len: int, max_context: int, num_sms: int, tiles: Tiles
+) -> Plan:
+    """Decode/verify: 16 query rows and enough splits to fill the GPU; prefill: `tiles`, one split."""
     rows = max_q_len * rep
-    block_m = 16 if rows <= 16 else 64
-    block_n = 64
+    is_decode = rows <= 16
+    block_m = 16 if is_decode else tiles.block_m
+    block_n = 64 if is_decode else tiles.block_n
     num_q_blocks = triton.cdiv(rows, block_m)
     programs = num_seqs * num_kv_heads * num_q_blocks
     max_splits = triton.cdiv(max_context, block_n)
     num_splits = 1 if rows > 16 else max(1, min(max_splits, triton.cdiv(2 * num_sms, programs), 64))
     split_tokens = triton.cdiv(triton.cdiv(max_context, num_splits), block_n) * block_n
     num_splits = triton.cdiv(max_context, split_tokens)
-    return Plan(block_m, block_n, num_splits, split_tokens, num_q_blocks)
+    warps, stages = (4, 2) if is_decode else (tiles.num_warps, tiles.num_stages)
+    return Plan(block_m, block_n, num_splits, split_tokens, num_q_blocks, warps, stages)
 
 
 @triton.jit(do_not_specialize=["NUM_Q_BLOCKS", "SPLIT_TOKENS"])
@@ -144,6 +164,7 @@ def paged_attention(
     block_size: int,
     max_q_len: int,
     num_sms: int,
+    tiles: Tiles | None = None,
 ) -> Tensor:
     """q [N, Hq, D] (new tokens, flat by sequence); caches [slots, Hkv, D] already hold the new k, v.
 
@@ -154,7 +175,8 @@ def paged_attention(
     num_kv_heads = k_cache.shape[1]
     rep = num_q_heads // num_kv_heads
     num_seqs = block_tables.shape[0]
-    p = plan(num_seqs, num_kv_heads, rep, max_q_len, block_tables.shape[1] * block_size, num_sms)
+    tiles = tiles or (FP32_TILES if q.dtype == torch.float32 else PREFILL_TILES)
+    p = plan(num_seqs, num_kv_heads, rep, max_q_len, block_tables.shape[1] * block_size, num_sms, tiles)
     out = torch.empty(num_tokens, num_q_heads * head_dim, dtype=q.dtype, device=q.device)
     is_split = p.num_splits > 1
     if is_split:
@@ -171,7 +193,7 @@ def paged_attention(
         scale_log2, p.num_q_blocks, p.split_tokens,
         REP=rep, BS=block_size, D=head_dim, BLOCK_M=p.block_m, BLOCK_N=p.block_n,
         IS_SPLIT=is_split, IEEE=q.dtype == torch.float32,
-        num_warps=4, num_stages=2,
+        num_warps=p.num_warps, num_stages=p.num_stages,
     )  # fmt: skip
     if is_split:
         _merge_kernel[(num_tokens, num_q_heads)](
