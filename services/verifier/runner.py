@@ -113,17 +113,66 @@ def sweep():
         time.sleep(0.0005)
 
 
-def _force_remove(path):
-    """Remove a file or a whole tree, whatever permissions a test set on it."""
+def _enter(name):
+    """chdir into the real directory `name` (never through a symlink), made searchable first."""
     with contextlib.suppress(OSError):
-        if os.path.isdir(path) and not os.path.islink(path):
-            with contextlib.suppress(OSError):
-                os.chmod(path, 0o700)
-            for entry in os.scandir(path):
-                _force_remove(entry.path)
-            os.rmdir(path)
-        else:
+        os.chmod(name, 0o700)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _clear_here(stuck):
+    """Unlink every non-directory in the current directory; return a subdirectory not in `stuck`, or None."""
+    sub = None
+    with os.scandir(".") as entries:
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.name)
+            elif sub is None and entry.name not in stuck:
+                sub = entry.name
+    return sub
+
+
+def _empty_tree():
+    """Empty the current directory, however deep: a loop (no recursion), one name per syscall (no PATH_MAX)."""
+    levels = [("", set())]  # (name of this level in its parent, subdirectories that could not be removed)
+    while levels:
+        sub = _clear_here(levels[-1][1])
+        if sub is not None:
+            try:
+                _enter(sub)
+            except OSError:
+                levels[-1][1].add(sub)
+            else:
+                levels.append((sub, set()))
+            continue
+        name, _ = levels.pop()
+        if levels:
+            os.chdir("..")
+            try:
+                os.rmdir(name)
+            except OSError:
+                levels[-1][1].add(name)
+
+
+def _force_remove(path):
+    """Remove a file or a whole tree, whatever its depth or the permissions a test set on it."""
+    with contextlib.suppress(OSError):
+        if not os.path.isdir(path) or os.path.islink(path):
             os.unlink(path)
+            return
+        home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _enter(path)
+            _empty_tree()
+        finally:
+            os.fchdir(home)
+            os.close(home)
+        os.rmdir(path)
 
 
 def reset_dirs(header):

@@ -211,3 +211,29 @@ async def test_a_test_cannot_ptrace_or_read_the_runner(sandbox: RecordingSandbox
     )
     score = await run_code(sandbox, probe, [CodeTest("", "attach False mem False")])
     assert _statuses(score) == [TestStatus.PASSED], score.tests[0].detail
+
+
+async def test_a_deep_directory_tree_does_not_break_the_next_test(sandbox: RecordingSandbox) -> None:
+    # D6: the first test builds 1,500- and 5,000-deep trees (the deeper one past PATH_MAX, its bottom made
+    # unreadable) in the work dir and in /tmp; the runner's cleanup before the second test must remove them
+    # all, not crash with RecursionError (which made the second test a RUNTIME_ERROR with the runner's traceback).
+    program = (
+        "import os, sys\n"
+        "def build(base, depth, lock=False):\n"
+        "    here = os.open('.', os.O_RDONLY)\n"
+        "    os.chdir(base)\n"
+        "    for _ in range(depth):\n"
+        "        os.mkdir('d')\n        os.chdir('d')\n"
+        "    open('leaf', 'w').write('x')\n"
+        "    if lock:\n        os.chmod('.', 0)\n"
+        "    os.fchdir(here)\n"
+        "if sys.stdin.read().strip() == 'first':\n"
+        "    os.mkdir('/tmp/deep')\n    build('.', 1500)\n    build('/tmp/deep', 5000, lock=True)\n"
+        "    print('built')\n"
+        "else:\n"
+        "    left = [p for p in ('d', '/tmp/deep') if os.path.exists(p)]\n"
+        "    print('clean' if not left else f'left {left}')"
+    )
+    tests = [CodeTest("first", "built"), CodeTest("second", "clean"), CodeTest("second", "clean")]
+    score = await run_code(sandbox, program, tests)
+    assert _statuses(score) == [TestStatus.PASSED] * 3, [t.detail for t in score.tests]
