@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mimo_client.v1 import inference_pb2_grpc, rollout_pb2_grpc
 
+from services.common.auth import ApiKey, KeyRing, KeyRingInterceptor, KeysError, load_keys
 from services.common.config import add_server_args, env_default, parse_target, server_settings
-from services.common.interceptors import BearerTokenInterceptor
 from services.common.server import Service, run
 from services.router.admission import Admission, AdmissionConfig
 from services.router.breaker import CircuitBreaker
@@ -20,7 +20,7 @@ from services.router.http_api import HttpApi
 from services.router.pipeline import Pipeline
 from services.router.policy import POLICIES, make_policy
 from services.router.rewards import RewardClient
-from services.router.server import InferenceServicer, RolloutServicer
+from services.router.server import InferenceServicer, RolloutServicer, retry_advice
 from services.router.tokenization import RouterTokenizer
 from services.router.worker_client import WorkerClient
 from services.router.workers import HealthPolicy, WorkerPool
@@ -63,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--health-interval-s", type=float, default=2.0)
     p.add_argument("--auth-token", default=env("auth-token", None), help="require `authorization: Bearer TOKEN`")
     p.add_argument(
+        "--auth-keys-file",
+        type=Path,
+        default=env("auth-keys-file", None),
+        help="named API keys with optional per-key limits (YAML; see services/common/auth.py)",
+    )
+    p.add_argument(
         "--tokenizer-timeout-s", type=float, default=60.0, help="how long to wait for the tokenizer at start"
     )
     p.add_argument(
@@ -73,6 +79,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def key_ring(args: argparse.Namespace) -> KeyRing | None:
+    """The API keys: a keys file, or the single --auth-token (a key named "default"); None: no authentication."""
+    keys = load_keys(args.auth_keys_file) if args.auth_keys_file else []
+    if args.auth_token:
+        keys.append(ApiKey("default", args.auth_token))
+    return KeyRing(keys) if keys else None
+
+
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     settings = server_settings(args, "router")
@@ -81,6 +95,11 @@ def main(argv: Sequence[str]) -> int:
         tokenizer_target = parse_target(args.tokenizer, "--tokenizer")
         verifier_target = parse_target(args.verifier, "--verifier")
     except ValueError as e:
+        print(f"mimo-serve router: {e}", file=sys.stderr)
+        return 2
+    try:
+        keys = key_ring(args)
+    except KeysError as e:
         print(f"mimo-serve router: {e}", file=sys.stderr)
         return 2
     if args.discovery == "static" and not static:
@@ -101,11 +120,11 @@ def main(argv: Sequence[str]) -> int:
         discovery = make_discovery(args, pool, static)
         rewards = RewardClient(verifier_target, retry_s=args.reward_retry_s)
         http_on = bool(args.http_listen) and not args.no_http
-        http = HttpApi(pipeline, lambda: tokenizer.snapshot, args.http_listen, args.auth_token, settings.grace_s)
+        http = HttpApi(pipeline, lambda: tokenizer.snapshot, args.http_listen, keys, settings.grace_s)
 
         def register(server) -> None:
-            inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(pipeline), server)
-            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards), server)
+            inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(pipeline, keys), server)
+            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards, keys), server)
 
         async def on_start() -> None:
             await tokenizer.start(args.tokenizer_timeout_s)
@@ -126,7 +145,7 @@ def main(argv: Sequence[str]) -> int:
             on_start=[on_start],
             on_drain=[http.drain] if http_on else [],
             on_stop=[http.stop, on_stop] if http_on else [on_stop],
-            interceptors=[BearerTokenInterceptor(args.auth_token)] if args.auth_token else [],
+            interceptors=[KeyRingInterceptor(keys, retry_advice)] if keys else [],
             readiness=pool.report_routable,
         )
 

@@ -17,11 +17,11 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from services.common.interceptors import bearer_ok
+from services.common.auth import CURRENT_KEY, KeyRing, Limited
 from services.common.server import StartupError
 from services.router import http_render as r
 from services.router import http_wire, metrics
-from services.router.domain import Delta, InvalidRequest, RouterError, Unauthenticated, Unavailable
+from services.router.domain import Delta, InvalidRequest, Rejected, RouterError, Unauthenticated, Unavailable
 from services.router.pipeline import Generation, Pipeline
 from services.router.prompts import TokenizerSnapshot
 
@@ -51,13 +51,13 @@ class HttpApi:
         pipeline: Pipeline,
         tokenizer: Callable[[], TokenizerSnapshot],
         listen: str,
-        auth_token: str | None = None,
+        keys: KeyRing | None = None,
         grace_s: float = 30.0,
     ) -> None:
         self.pipeline = pipeline
         self._tokenizer = tokenizer
         self._listen = listen
-        self._auth_token = auth_token
+        self._keys = keys
         self._grace_s = grace_s
         self._created = int(time.time())
         self._draining = False
@@ -117,8 +117,15 @@ class HttpApi:
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         authorization = request.headers.get("Authorization")
-        if self._auth_token and request.path not in OPEN_PATHS and not bearer_ok(self._auth_token, authorization):
-            return error_response(Unauthenticated("missing or wrong bearer token (Authorization: Bearer …)"))
+        if self._keys is not None and request.path not in OPEN_PATHS:
+            key = self._keys.authenticate(authorization)
+            if key is None:
+                return error_response(Unauthenticated("missing or unknown API key (Authorization: Bearer …)"))
+            try:
+                self._keys.admit(key)
+            except Limited as e:
+                return error_response(Rejected("key_limit", str(e), e.retry_after_s))
+            CURRENT_KEY.set(key)
         try:
             return await handler(request)
         except web.HTTPException as e:
