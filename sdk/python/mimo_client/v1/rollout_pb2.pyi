@@ -15,6 +15,13 @@ class EarlyTerminationPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EARLY_TERMINATION_POLICY_UNSPECIFIED: _ClassVar[EarlyTerminationPolicy]
     EARLY_TERMINATION_POLICY_NEVER: _ClassVar[EarlyTerminationPolicy]
     EARLY_TERMINATION_POLICY_FIFO: _ClassVar[EarlyTerminationPolicy]
+    EARLY_TERMINATION_POLICY_LAUNCH_ORDER: _ClassVar[EarlyTerminationPolicy]
+
+class RewardTiming(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REWARD_TIMING_UNSPECIFIED: _ClassVar[RewardTiming]
+    REWARD_TIMING_PER_SAMPLE: _ClassVar[RewardTiming]
+    REWARD_TIMING_PER_GROUP: _ClassVar[RewardTiming]
 
 class RolloutMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,6 +31,10 @@ class RolloutMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 EARLY_TERMINATION_POLICY_UNSPECIFIED: EarlyTerminationPolicy
 EARLY_TERMINATION_POLICY_NEVER: EarlyTerminationPolicy
 EARLY_TERMINATION_POLICY_FIFO: EarlyTerminationPolicy
+EARLY_TERMINATION_POLICY_LAUNCH_ORDER: EarlyTerminationPolicy
+REWARD_TIMING_UNSPECIFIED: RewardTiming
+REWARD_TIMING_PER_SAMPLE: RewardTiming
+REWARD_TIMING_PER_GROUP: RewardTiming
 ROLLOUT_MODE_UNSPECIFIED: RolloutMode
 ROLLOUT_MODE_SEAMLESS: RolloutMode
 ROLLOUT_MODE_SYNCHRONOUS: RolloutMode
@@ -49,7 +60,7 @@ class ChatMessages(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class RolloutRequest(_message.Message):
-    __slots__ = ("rollout_id", "prompts", "samples_per_prompt", "sampling", "weight_version", "max_samples_in_flight", "early_termination", "target_prompts", "mode", "sync_batch_prompts")
+    __slots__ = ("rollout_id", "prompts", "samples_per_prompt", "sampling", "weight_version", "max_samples_in_flight", "early_termination", "target_prompts", "mode", "sync_batch_prompts", "target_valid_groups", "oversampling", "max_prompts_launched", "dataset", "scorer", "reward_timing")
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_PER_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +71,12 @@ class RolloutRequest(_message.Message):
     TARGET_PROMPTS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     SYNC_BATCH_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_VALID_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    OVERSAMPLING_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPTS_LAUNCHED_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
+    REWARD_TIMING_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str
     prompts: _containers.RepeatedCompositeFieldContainer[RolloutPrompt]
     samples_per_prompt: int
@@ -70,7 +87,13 @@ class RolloutRequest(_message.Message):
     target_prompts: int
     mode: RolloutMode
     sync_batch_prompts: int
-    def __init__(self, rollout_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[RolloutPrompt, _Mapping]]] = ..., samples_per_prompt: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., weight_version: _Optional[str] = ..., max_samples_in_flight: _Optional[int] = ..., early_termination: _Optional[_Union[EarlyTerminationPolicy, str]] = ..., target_prompts: _Optional[int] = ..., mode: _Optional[_Union[RolloutMode, str]] = ..., sync_batch_prompts: _Optional[int] = ...) -> None: ...
+    target_valid_groups: int
+    oversampling: float
+    max_prompts_launched: int
+    dataset: str
+    scorer: str
+    reward_timing: RewardTiming
+    def __init__(self, rollout_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[RolloutPrompt, _Mapping]]] = ..., samples_per_prompt: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., weight_version: _Optional[str] = ..., max_samples_in_flight: _Optional[int] = ..., early_termination: _Optional[_Union[EarlyTerminationPolicy, str]] = ..., target_prompts: _Optional[int] = ..., mode: _Optional[_Union[RolloutMode, str]] = ..., sync_batch_prompts: _Optional[int] = ..., target_valid_groups: _Optional[int] = ..., oversampling: _Optional[float] = ..., max_prompts_launched: _Optional[int] = ..., dataset: _Optional[str] = ..., scorer: _Optional[str] = ..., reward_timing: _Optional[_Union[RewardTiming, str]] = ...) -> None: ...
 
 class SampleFinished(_message.Message):
     __slots__ = ("prompt_index", "prompt_id", "sample_index", "text", "token_ids", "finish_reason", "reward", "verification", "generation_s", "reward_wait_s", "usage")
@@ -99,7 +122,7 @@ class SampleFinished(_message.Message):
     def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., reward: _Optional[float] = ..., verification: _Optional[_Union[_verifier_pb2.VerifyResult, _Mapping]] = ..., generation_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class GroupFinished(_message.Message):
-    __slots__ = ("prompt_index", "prompt_id", "num_samples", "pass_rate", "mean_reward", "all_correct", "all_wrong", "num_reward_errors")
+    __slots__ = ("prompt_index", "prompt_id", "num_samples", "pass_rate", "mean_reward", "all_correct", "all_wrong", "num_reward_errors", "zero_variance", "scored")
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +131,8 @@ class GroupFinished(_message.Message):
     ALL_CORRECT_FIELD_NUMBER: _ClassVar[int]
     ALL_WRONG_FIELD_NUMBER: _ClassVar[int]
     NUM_REWARD_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ZERO_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
     prompt_index: int
     prompt_id: str
     num_samples: int
@@ -116,10 +141,26 @@ class GroupFinished(_message.Message):
     all_correct: bool
     all_wrong: bool
     num_reward_errors: int
-    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., pass_rate: _Optional[float] = ..., mean_reward: _Optional[float] = ..., all_correct: _Optional[bool] = ..., all_wrong: _Optional[bool] = ..., num_reward_errors: _Optional[int] = ...) -> None: ...
+    zero_variance: bool
+    scored: bool
+    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., pass_rate: _Optional[float] = ..., mean_reward: _Optional[float] = ..., all_correct: _Optional[bool] = ..., all_wrong: _Optional[bool] = ..., num_reward_errors: _Optional[int] = ..., zero_variance: _Optional[bool] = ..., scored: _Optional[bool] = ...) -> None: ...
+
+class ProblemStat(_message.Message):
+    __slots__ = ("prompt_id", "rollouts", "pass_rate", "last_pass_rate", "easy")
+    PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    PASS_RATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_PASS_RATE_FIELD_NUMBER: _ClassVar[int]
+    EASY_FIELD_NUMBER: _ClassVar[int]
+    prompt_id: str
+    rollouts: int
+    pass_rate: float
+    last_pass_rate: float
+    easy: bool
+    def __init__(self, prompt_id: _Optional[str] = ..., rollouts: _Optional[int] = ..., pass_rate: _Optional[float] = ..., last_pass_rate: _Optional[float] = ..., easy: _Optional[bool] = ...) -> None: ...
 
 class RolloutFinished(_message.Message):
-    __slots__ = ("num_prompts_finished", "num_prompts_unfinished", "num_samples_finished", "num_samples_aborted", "wall_s", "samples_per_s", "completion_tokens_per_s", "reward_wait_s", "early_terminated", "unfinished_prompt_ids", "num_reward_errors")
+    __slots__ = ("num_prompts_finished", "num_prompts_unfinished", "num_samples_finished", "num_samples_aborted", "wall_s", "samples_per_s", "completion_tokens_per_s", "reward_wait_s", "early_terminated", "unfinished_prompt_ids", "num_reward_errors", "selected_prompt_ids", "num_groups_valid", "num_groups_zero_variance", "num_groups_surplus", "num_prompts_launched", "completion_tokens", "selected_completion_tokens", "target_met", "dataset_stats")
     NUM_PROMPTS_FINISHED_FIELD_NUMBER: _ClassVar[int]
     NUM_PROMPTS_UNFINISHED_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FINISHED_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +172,15 @@ class RolloutFinished(_message.Message):
     EARLY_TERMINATED_FIELD_NUMBER: _ClassVar[int]
     UNFINISHED_PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     NUM_REWARD_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
+    NUM_GROUPS_VALID_FIELD_NUMBER: _ClassVar[int]
+    NUM_GROUPS_ZERO_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    NUM_GROUPS_SURPLUS_FIELD_NUMBER: _ClassVar[int]
+    NUM_PROMPTS_LAUNCHED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_STATS_FIELD_NUMBER: _ClassVar[int]
     num_prompts_finished: int
     num_prompts_unfinished: int
     num_samples_finished: int
@@ -142,7 +192,16 @@ class RolloutFinished(_message.Message):
     early_terminated: bool
     unfinished_prompt_ids: _containers.RepeatedScalarFieldContainer[str]
     num_reward_errors: int
-    def __init__(self, num_prompts_finished: _Optional[int] = ..., num_prompts_unfinished: _Optional[int] = ..., num_samples_finished: _Optional[int] = ..., num_samples_aborted: _Optional[int] = ..., wall_s: _Optional[float] = ..., samples_per_s: _Optional[float] = ..., completion_tokens_per_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., early_terminated: _Optional[bool] = ..., unfinished_prompt_ids: _Optional[_Iterable[str]] = ..., num_reward_errors: _Optional[int] = ...) -> None: ...
+    selected_prompt_ids: _containers.RepeatedScalarFieldContainer[str]
+    num_groups_valid: int
+    num_groups_zero_variance: int
+    num_groups_surplus: int
+    num_prompts_launched: int
+    completion_tokens: int
+    selected_completion_tokens: int
+    target_met: bool
+    dataset_stats: _containers.RepeatedCompositeFieldContainer[ProblemStat]
+    def __init__(self, num_prompts_finished: _Optional[int] = ..., num_prompts_unfinished: _Optional[int] = ..., num_samples_finished: _Optional[int] = ..., num_samples_aborted: _Optional[int] = ..., wall_s: _Optional[float] = ..., samples_per_s: _Optional[float] = ..., completion_tokens_per_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., early_terminated: _Optional[bool] = ..., unfinished_prompt_ids: _Optional[_Iterable[str]] = ..., num_reward_errors: _Optional[int] = ..., selected_prompt_ids: _Optional[_Iterable[str]] = ..., num_groups_valid: _Optional[int] = ..., num_groups_zero_variance: _Optional[int] = ..., num_groups_surplus: _Optional[int] = ..., num_prompts_launched: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., selected_completion_tokens: _Optional[int] = ..., target_met: _Optional[bool] = ..., dataset_stats: _Optional[_Iterable[_Union[ProblemStat, _Mapping]]] = ...) -> None: ...
 
 class RolloutEvent(_message.Message):
     __slots__ = ("rollout_id", "weight_version", "sample", "group", "finished")
