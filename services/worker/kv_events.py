@@ -16,8 +16,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from smg_grpc_proto.generated import common_pb2
+if TYPE_CHECKING:  # the engines record events without the gRPC protos; only the servicer converts them
+    from smg_grpc_proto.generated import common_pb2
 
 INT64 = 1 << 63
 
@@ -131,6 +133,7 @@ class KvEventLog:
 
 def to_proto(batch: EventBatch, block_size: int) -> common_pb2.KvEventBatch:
     """SMG's KvEventBatch: one KvCacheEvent per event, event ids numbered within the batch from 1."""
+    from smg_grpc_proto.generated import common_pb2
     events = []
     for i, event in enumerate(batch.events, start=1):
         if isinstance(event, BlockStored):
