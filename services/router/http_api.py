@@ -244,20 +244,20 @@ class HttpApi:
             await response.prepare(request)
             chunk = r.chat_chunk if chat else r.completion_chunk
             usage = req.include_usage
-            if chat:
-                roles = [r.chat_role_choice(i) for i in range(gen.request.n)]
-                await response.write(sse(chunk(head, roles, usage)))
+            # the role chunk goes out in one write with the first delta: one send fewer before the first token
+            pending = sse(chunk(head, [r.chat_role_choice(i) for i in range(gen.request.n)], usage)) if chat else b""
+            make = r.chat_delta_choice if chat else r.completion_delta_choice
             try:
                 async for delta in _chain(first, it):
                     if r.is_empty(delta):
                         continue
-                    make = r.chat_delta_choice if chat else r.completion_delta_choice
-                    await response.write(sse(chunk(head, [make(delta, req.logprobs, decode)], usage)))
+                    await response.write(pending + sse(chunk(head, [make(delta, req.logprobs, decode)], usage)))
+                    pending = b""
                 if usage:
-                    await response.write(sse({**chunk(head, [], False), "usage": r.usage_json(gen.usage())}))
+                    pending += sse({**chunk(head, [], False), "usage": r.usage_json(gen.usage())})
             except RouterError as e:
-                await response.write(sse(r.http_error(e).body))
-            await response.write(b"data: [DONE]\n\n")
+                pending += sse(r.http_error(e).body)
+            await response.write(pending + b"data: [DONE]\n\n")
             await response.write_eof()
             return response
 
