@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "engine": "bench.engine",
     "sim": "bench.sim",
     "autoscaler": "bench.autoscaler",
+    "weights": "bench.weights",
     "vllm": "bench.vllm",  # opt-in: needs `make vllm-venv`
 }
 
