@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.config import ServerSettings
 from services.common.interceptors import MetricsInterceptor
 from services.common.metrics import MetricsServer, rpc_metrics
+from services.common.tracing import server_interceptors, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ async def start(settings: ServerSettings, service: Service) -> RunningServer:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    interceptors = [MetricsInterceptor(rpc_metrics(settings.service)), *service.interceptors]
+    interceptors = [MetricsInterceptor(rpc_metrics(settings.service)), *server_interceptors(), *service.interceptors]
     server = grpc.aio.server(options=options, interceptors=interceptors)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -171,6 +172,7 @@ def run(settings: ServerSettings, build: Callable[[], Awaitable[Service]]) -> in
     from services.common.logs import setup_logging
 
     setup_logging(settings.log_level)
+    setup_tracing(settings.service)
 
     async def main() -> int:
         return await serve_until_signal(settings, await build())

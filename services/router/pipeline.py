@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
+from services.common.logs import REQUEST_ID
 from services.router import metrics
 from services.router.admission import Admission
 from services.router.dispatch import Dispatcher
@@ -159,6 +160,7 @@ class Pipeline:
         return tuple(ids)
 
     async def prepare(self, request: GenerationRequest, input_ids: tuple[int, ...] | None = None) -> Generation:
+        REQUEST_ID.set(request.request_id)
         snapshot = self._tokenizer()
         ids = input_ids if input_ids is not None else await self.input_ids(request)
         bad_stop = next((t for t in request.sampling.stop_token_ids if t >= snapshot.vocab_size), None)

@@ -9,12 +9,15 @@ from collections.abc import Sequence
 import grpc
 from mimo_client.v1 import verifier_pb2, verifier_pb2_grpc
 
+from services.common.tracing import client_interceptors
 from services.router import metrics_rollout as metrics
 from services.router.domain import Reward, RewardRequest, Verdict
 
 
 def _task_pb(r: RewardRequest) -> verifier_pb2.VerifyTask:
     task = verifier_pb2.VerifyTask(task_id=r.task_id, response=r.response)
+    if r.task is None:  # an open reward: the scorer (a reward model, a rubric) sees the response alone
+        return task
     if r.task.kind == "math":
         task.math.ParseFromString(r.task.payload)
     else:
@@ -47,7 +50,7 @@ class RewardClient:
     `retry_s` (and never past the caller's deadline)."""
 
     def __init__(self, target: str, timeout_s: float = 120.0, retry_s: float = 60.0) -> None:
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=client_interceptors())
         self._stub = verifier_pb2_grpc.VerifierStub(self._channel)
         self.timeout_s = timeout_s
         self.retry_s = retry_s

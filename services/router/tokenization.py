@@ -14,6 +14,7 @@ import grpc
 from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
 from services.common.server import StartupError
+from services.common.tracing import client_interceptors
 from services.router.prompts import TokenizerSnapshot
 from services.text.artifacts import ArtifactsError, load_tokenizer_dir, save_artifact_chunks
 from services.text.chat import ChatTemplate
@@ -26,7 +27,9 @@ class RouterTokenizer:
 
     def __init__(self, target: str, cache_dir: Path | None = None, refresh_s: float = 30.0) -> None:
         # round_robin: every replica behind a headless Service (or a multi-address target) takes its share
-        self._channel = grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")])
+        self._channel = grpc.aio.insecure_channel(
+            target, options=[("grpc.lb_policy_name", "round_robin")], interceptors=client_interceptors()
+        )
         self._stub = tokenizer_pb2_grpc.TokenizerStub(self._channel)
         self._cache_dir = cache_dir or Path(tempfile.gettempdir()) / f"mimo-serve-tokenizer-{os.getuid()}"
         self._refresh_s = refresh_s

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
+from services.common.tracing import client_interceptors
 from services.router.domain import (
     SampleComplete,
     TokenChunk,
@@ -140,7 +141,7 @@ class WorkerClient:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS, interceptors=client_interceptors())
         self._stub = pb_grpc.SglangSchedulerStub(self._channel)
 
     async def generate(self, request: WorkerRequest, timeout_s: float | None) -> AsyncIterator[WorkerEvent]:
