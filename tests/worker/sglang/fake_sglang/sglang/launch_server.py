@@ -1,7 +1,7 @@
 """A stand-in SGLang server for the launcher tests: `python -m sglang.launch_server <SGLang args>`.
 
 It serves HealthCheck, GetModelInfo, GetServerInfo, GetLoads, Generate (a token every FAKE_TOKEN_DELAY_S),
-Abort and FlushCache, becomes healthy after FAKE_STARTUP_S, and appends JSON events to FAKE_SGLANG_LOG:
+Abort and FlushCache (and, with FAKE_ADMIN_PORT, SGLang's HTTP `POST /update_weights_from_disk`), becomes healthy after FAKE_STARTUP_S, and appends JSON events to FAKE_SGLANG_LOG:
 its argv and pid at start, and how many requests were running when SIGTERM arrived.
 """
 
@@ -15,6 +15,7 @@ import sys
 import time
 
 import grpc
+from aiohttp import web
 from smg_grpc_proto.generated import common_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
@@ -93,6 +94,26 @@ class FakeScheduler(pb_grpc.SglangSchedulerServicer):
         return common_pb2.FlushCacheResponse(success=True)
 
 
+async def admin_app() -> web.AppRunner:
+    """SGLang's HTTP admin API, the part the worker uses: POST /update_weights_from_disk (as documented)."""
+
+    async def update(request: web.Request) -> web.Response:
+        body = await request.json()
+        record({"event": "update_weights_from_disk", **body})
+        if not os.path.isdir(body["model_path"]):
+            return web.json_response({"success": False, "message": f"no such model path {body['model_path']}"})
+        return web.json_response(
+            {"success": True, "message": "Succeeded to update model weights.", "num_paused_requests": 0}
+        )
+
+    app = web.Application()
+    app.router.add_post("/update_weights_from_disk", update)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(os.environ["FAKE_ADMIN_PORT"])).start()
+    return runner
+
+
 async def main() -> None:
     record({"event": "start", "argv": sys.argv[1:], "pid": os.getpid()})
     server = grpc.aio.server()
@@ -100,11 +121,14 @@ async def main() -> None:
     pb_grpc.add_SglangSchedulerServicer_to_server(scheduler, server)
     server.add_insecure_port(f"{arg('--host')}:{arg('--port')}")
     await server.start()
+    admin = await admin_app() if os.environ.get("FAKE_ADMIN_PORT") else None
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     record({"event": "sigterm", "running": len(scheduler.running)})
     await server.stop(0)
+    if admin is not None:
+        await admin.cleanup()
 
 
 if __name__ == "__main__":
