@@ -89,7 +89,9 @@ async def evaluate(ctx: Context, pool: PoolSpec) -> Tick:
     readings = await read_metrics(ctx, pool, current)
     key = (pool.namespace, pool.name)
     history = ctx.histories.get(key, History())
-    if pool.scaling.is_enabled:
+    if pool.scaling.is_external:
+        decision = hold(pool.scaling, current, history, f"replicas owned by {pool.scaling.scaler.value}")
+    elif pool.scaling.is_enabled:
         observation = Observation(current, readings.values, readings.activity)
         decision = decide(pool.scaling, observation, history, ctx.clock())
     else:

@@ -79,6 +79,12 @@ def _autoscaling_schema() -> dict[str, Any]:
     return _obj(
         {
             "enabled": {"type": "boolean", "default": True},
+            "scaler": _enum(
+                [k.value for k in s.Scaler],
+                s.Scaler.OPERATOR.value,
+                "Who writes spec.replicas: the operator, or a KEDA ScaledObject / an HPA on the /scale "
+                "subresource (the operator then only follows spec.replicas).",
+            ),
             "metrics": {"type": "array", "items": _metric_schema(), "minItems": 1},
             "tolerance": {"type": "number", "minimum": 0, "default": s.DEFAULT_TOLERANCE},
             "behavior": _obj(
@@ -105,7 +111,11 @@ def _spec_schema() -> dict[str, Any]:
             "engine": _enum([e.value for e in s.Engine], s.Engine.SGLANG.value),
             "image": {"type": "string", "default": s.DEFAULT_IMAGE},
             "mtp": {"type": "boolean", "default": True, "description": "Multi-token prediction on or off."},
-            "replicas": {"type": "integer", "minimum": 0, "description": "Written by the operator (scale)."},
+            "replicas": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Written through the scale subresource (by the operator, or KEDA/HPA).",
+            },
             "minReplicas": {"type": "integer", "minimum": 1, "default": 1},
             "maxReplicas": {"type": "integer", "minimum": 1},
             "gpusPerReplica": {"type": "integer", "minimum": 0, "default": 1},

@@ -33,6 +33,14 @@ class Engine(StrEnum):
     SIM = "sim"
 
 
+class Scaler(StrEnum):
+    """Who writes the pool's replicas: the operator, or a KEDA ScaledObject / an HPA on its /scale subresource."""
+
+    OPERATOR = "operator"
+    KEDA = "keda"
+    HPA = "hpa"
+
+
 class MetricKind(StrEnum):
     WAITING_REQUESTS = "WaitingRequests"
     KV_CACHE_USAGE = "KVCacheUsage"
@@ -118,6 +126,12 @@ class ScalingSpec:
     scale_down: ScalingRules = DEFAULT_SCALE_DOWN
     scale_to_zero: ScaleToZero | None = None
     is_enabled: bool = True
+    scaler: Scaler = Scaler.OPERATOR
+
+    @property
+    def is_external(self) -> bool:
+        """Another scaler owns spec.replicas: the operator only follows them (never writes them)."""
+        return self.scaler is not Scaler.OPERATOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +210,7 @@ def parse_scaling(spec: Mapping[str, Any]) -> ScalingSpec:
         scale_down=parse_rules(behavior.get("scaleDown"), DEFAULT_SCALE_DOWN, "scaleDown"),
         scale_to_zero=parse_scale_to_zero(auto.get("scaleToZero")),
         is_enabled=bool(auto.get("enabled", True)),
+        scaler=_enum(Scaler, auto, "scaler", Scaler.OPERATOR, where="spec.autoscaling"),
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from operators.autoscaler.scaling import Decision, Limit
-from operators.autoscaler.spec import PoolSpec, TargetType
+from operators.autoscaler.spec import PoolSpec, ScalingSpec, TargetType
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +69,8 @@ def conditions(tick: Tick) -> list[Condition]:
         ),
         Condition(
             "ScalingActive",
-            scaling.is_enabled and has_metric,
-            "ScalingDisabled" if not scaling.is_enabled else "ValidMetricFound" if has_metric else "MetricsUnavailable",
+            scaling.is_enabled and not scaling.is_external and has_metric,
+            _scaling_reason(scaling, has_metric),
             decision.reason,
         ),
         Condition(
@@ -128,3 +128,11 @@ def build_status(tick: Tick, selector: str, old: Mapping[str, Any], now_iso: str
 def changed_fields(new: Mapping[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
     """Only the top-level status fields that differ, to keep watch events rare."""
     return {key: value for key, value in new.items() if old.get(key) != value}
+
+
+def _scaling_reason(scaling: ScalingSpec, has_metric: bool) -> str:
+    if scaling.is_external:
+        return "ExternalScaler"  # KEDA or an HPA writes spec.replicas
+    if not scaling.is_enabled:
+        return "ScalingDisabled"
+    return "ValidMetricFound" if has_metric else "MetricsUnavailable"

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import kmock
 import kopf
 import pytest
@@ -39,7 +40,7 @@ TARGET_WAITING = 4
 WAITING_TOTAL = f'sum(mimo_worker_waiting_requests{{pool="{POOL}"}})'
 
 
-def pool_body(replicas: int | None = None, down_window_s: int = 60) -> dict[str, Any]:
+def pool_body(replicas: int | None = None, down_window_s: int = 60, scaler: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "model": "/models/mimo-7b-rl",
         "engine": "sim",
@@ -53,6 +54,8 @@ def pool_body(replicas: int | None = None, down_window_s: int = 60) -> dict[str,
     }
     if replicas is not None:
         spec["replicas"] = replicas
+    if scaler is not None:
+        spec["autoscaling"]["scaler"] = scaler
     # kopf guards its patches with a JSON-patch test of resourceVersion; kmock never sets one itself.
     metadata = {"name": POOL, "namespace": NAMESPACE, "uid": "0b6d3a52-pool-llm", "resourceVersion": "1"}
     return {"apiVersion": "serve.mimo.dev/v1alpha1", "kind": "MiMoPool", "metadata": metadata, "spec": spec}
@@ -180,3 +183,39 @@ async def test_prometheus_going_away_holds_replicas_and_sets_the_condition(
             assert condition(kube, "ScalingActive") == "False"
             assert len(events(kube, "MetricsUnavailable")) == 1  # on the transition, not every tick
     assert kube.objects[DEPLOYMENTS, NAMESPACE, POOL].raw["spec"]["replicas"] == 2
+
+
+def deployed(kube: kmock.KubernetesEmulator) -> int:
+    return int(kube.objects[DEPLOYMENTS, NAMESPACE, POOL].raw["spec"]["replicas"])
+
+
+async def external_scale(kube: kmock.KubernetesEmulator, replicas: int) -> None:
+    """What KEDA's HPA (or a plain HPA) does: a merge patch of spec.replicas on the pool's /scale."""
+    url = f"{str(kube.url).rstrip('/')}/apis/serve.mimo.dev/v1alpha1/namespaces/{NAMESPACE}/mimopools/{POOL}/scale"
+    patch = {"json": {"spec": {"replicas": replicas}}, "headers": {"Content-Type": "application/merge-patch+json"}}
+    async with aiohttp.ClientSession() as http, http.patch(url, **patch) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("scaler", ["keda", "hpa"])
+async def test_another_scaler_owns_the_replicas_and_the_operator_follows(
+    kube: kmock.KubernetesEmulator, exporter: WorkerExporter, prometheus: PrometheusProcess, scaler: str
+) -> None:
+    exporter.set_load(waiting=20)  # 5 replicas' worth: the operator itself would scale 3 -> 5
+    await asyncio.to_thread(prometheus.wait_for_value, WAITING_TOTAL, 20.0)
+    kube.objects[POOLS, NAMESPACE, POOL] = pool_body(replicas=3, scaler=scaler)
+    async with running_operator(kube, prometheus.url):
+        await metrics_flowing(kube)  # the operator reads the metrics (status), so ticks are running
+        await wait_until(lambda: condition(kube, "ScalingActive") == "False", "ScalingActive False", 5)
+        await asyncio.sleep(3 * INTERVAL_S)
+        assert replicas(kube) == 3 and deployed(kube) == 3
+        await external_scale(kube, 7)  # the other scaler's decision, above what the metrics ask for
+        await wait_until(lambda: deployed(kube) == 7, "the Deployment follows spec.replicas", 5)
+        await external_scale(kube, 0)  # below minReplicas: KEDA's scale to zero
+        await wait_until(lambda: deployed(kube) == 0, "the Deployment follows to zero", 5)
+        await asyncio.sleep(3 * INTERVAL_S)
+        assert replicas(kube) == 0 and deployed(kube) == 0  # not raised back to minReplicas
+    reasons = {c["type"]: c["reason"] for c in pool(kube)["status"]["conditions"]}
+    assert reasons["ScalingActive"] == "ExternalScaler"
+    assert not events(kube, "ScaledUp") and not events(kube, "ScaledDown")
