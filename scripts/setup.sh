@@ -11,6 +11,7 @@ command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v g++ >/dev/null || need_apt+=(g++)
+command -v chromium >/dev/null || need_apt+=(chromium)  # headless: the load-test report test renders its page
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "setup: installing ${need_apt[*]} with apt-get"

@@ -1,0 +1,138 @@
+"""The open-loop driver: sends each request at its arrival time whatever the server's pace, over a transport.
+
+A transport turns a RequestSpec into a stream of token counts; `GrpcTransport` uses the SDK's stubs
+(mimo.v1.Inference GenerateStream / ChatStream), `HttpTransport` the router's OpenAI API with SSE.
+Plain asyncio (no locust, no gevent), so a slow server never slows the arrivals (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import aiohttp
+import grpc
+from mimo_client.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+
+from loadtest.goodput import Outcome
+from loadtest.mixes import RequestSpec
+
+
+class Transport(Protocol):
+    """How requests reach the server: yields the number of new tokens of each message that carries some."""
+
+    def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[int]: ...
+
+    async def max_context_tokens(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class GrpcTransport:
+    def __init__(self, target: str) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+
+    async def max_context_tokens(self) -> int:
+        models = await self._stub.ListModels(inference_pb2.ListModelsRequest(), timeout=10)
+        return int(models.models[0].max_context_tokens)
+
+    async def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[int]:
+        sampling = common_pb2.SamplingParams(max_new_tokens=spec.output_tokens, ignore_eos=True)
+        if spec.messages:
+            messages = [common_pb2.ChatMessage(role=r, content=c) for r, c in spec.messages]
+            call = self._stub.ChatStream(
+                inference_pb2.ChatRequest(messages=messages, sampling=sampling, n=spec.num_samples), timeout=timeout_s
+            )
+        else:
+            ids = common_pb2.TokenIds(ids=spec.prompt_ids)
+            call = self._stub.GenerateStream(
+                inference_pb2.GenerateRequest(token_ids=ids, sampling=sampling, n=spec.num_samples), timeout=timeout_s
+            )
+        async for message in call:
+            if message.delta.token_ids:
+                yield len(message.delta.token_ids)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class HttpTransport:
+    """POST /v1/completions (token-id prompts) or /v1/chat/completions (messages), stream=true; one SSE event per
+    chunk; tokens counted from usage-free chunks as one per text piece (the server sends one chunk per delta)."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base = base_url.rstrip("/")
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def max_context_tokens(self) -> int:
+        async with self._session.get(f"{self._base}/v1/models") as response:
+            body = await response.json()
+        card = body["data"][0]
+        return int(card.get("max_model_len") or card.get("context_length") or card.get("max_context_tokens") or 2048)
+
+    async def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[int]:
+        body: dict[str, object] = {"max_tokens": spec.output_tokens, "ignore_eos": True, "stream": True}
+        body["n"] = spec.num_samples
+        if spec.messages:
+            path, body["messages"] = "/v1/chat/completions", [{"role": r, "content": c} for r, c in spec.messages]
+        else:
+            path, body["prompt"] = "/v1/completions", list(spec.prompt_ids)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self._session.post(f"{self._base}{path}", json=body, timeout=timeout) as response:
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:160]}")
+            async for line in response.content:
+                if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    raise RuntimeError(f"stream error: {event['error'].get('message', '')[:160]}")
+                choices = event.get("choices") or []
+                if any((c.get("text") or (c.get("delta") or {}).get("content")) for c in choices):
+                    yield 1
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def transport_for(target: str) -> Transport:
+    """http(s)://HOST:PORT: the OpenAI HTTP API; HOST:PORT: gRPC."""
+    return HttpTransport(target) if target.startswith(("http://", "https://")) else GrpcTransport(target)
+
+
+async def _one(transport: Transport, spec: RequestSpec, due_s: float, start: float, timeout_s: float) -> Outcome:
+    await asyncio.sleep(max(0.0, start + due_s - time.perf_counter()))
+    sent = start + due_s  # latency from the due time: a late send (client lag) counts against the server's figures
+    first = last = 0.0
+    gaps: list[float] = []
+    num_tokens = 0
+    try:
+        async for count in transport.stream(spec, timeout_s):
+            now = time.perf_counter()
+            if num_tokens:
+                gaps.append(now - last)
+            else:
+                first = now
+            num_tokens += count
+            last = now
+    except (grpc.aio.AioRpcError, aiohttp.ClientError, RuntimeError, TimeoutError) as e:
+        text = f"{e.code().name}: {e.details()}" if isinstance(e, grpc.aio.AioRpcError) else str(e) or type(e).__name__
+        return Outcome(due_s, None, None, error=text[:200])
+    if num_tokens == 0:
+        return Outcome(due_s, None, None, error="no tokens")
+    return Outcome(due_s, first - sent, last - sent, tuple(gaps), num_tokens)
+
+
+async def run_open_loop(
+    transport: Transport, specs: Sequence[RequestSpec], due_s: Sequence[float], timeout_s: float
+) -> list[Outcome]:
+    """Sends specs[i % len(specs)] at due_s[i]; returns every outcome (errors included) in send order."""
+    start = time.perf_counter() + 0.05
+    tasks = [
+        asyncio.create_task(_one(transport, specs[i % len(specs)], t, start, timeout_s)) for i, t in enumerate(due_s)
+    ]
+    return list(await asyncio.gather(*tasks))
