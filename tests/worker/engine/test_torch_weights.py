@@ -87,6 +87,7 @@ async def test_update_equals_a_fresh_engine_of_the_new_checkpoint(engine: TorchE
     assert after == expected, "greedy output after the update differs from a fresh engine of the checkpoint"
     torch.testing.assert_close(torch.tensor(after_lp), torch.tensor(expected_lp))
     assert after != before, "the perturbed checkpoint should change the greedy output"
+    assert not torch.allclose(torch.tensor(after_lp), torch.tensor(before_lp)), "the old weights still answer"
     assert engine.model_info().weight_version == "step-1"
 
 
