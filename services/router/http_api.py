@@ -204,7 +204,7 @@ class HttpApi:
         try:
             await self.pipeline.run(gen)
         except RouterError as e:
-            return error_response(e)
+            return error_response(e, _param(e, chat))
         headers = {"X-Request-Id": gen.request_id}
         if chat:
             return json_response(r.chat_response(head, gen.choices(), gen.usage(), req.logprobs, decode), 200, headers)
@@ -233,7 +233,7 @@ class HttpApi:
             except StopAsyncIteration:
                 first = None
             except RouterError as e:
-                return error_response(e)
+                return error_response(e, _param(e, chat))
             response = web.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream",
@@ -260,6 +260,10 @@ class HttpApi:
             await response.write(pending + b"data: [DONE]\n\n")
             await response.write_eof()
             return response
+
+
+def _param(error: RouterError, chat: bool) -> str | None:
+    return http_wire.param_of(error, chat) if isinstance(error, InvalidRequest) else None
 
 
 async def _chain(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:

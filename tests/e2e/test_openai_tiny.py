@@ -109,3 +109,16 @@ async def test_a_grammar_that_does_not_compile_is_a_400_naming_the_field(client)
     with pytest.raises(openai.BadRequestError) as e:
         await client.completions.create(model="mimo", prompt="x", max_tokens=4, extra_body={"regex": "("})
     assert e.value.status_code == 400 and e.value.body["param"] == "regex" and "regex" in e.value.message
+
+
+async def test_the_grpc_api_takes_the_same_json_schema(stack):
+    async with grpc.aio.insecure_channel(stack.child("router").spec.target) as channel:
+        request = inference_pb2.GenerateRequest(
+            text="The answer as JSON:",
+            n=2,
+            sampling=common_pb2.SamplingParams(max_new_tokens=64, seed=11, json_schema=json.dumps(SCHEMA)),
+        )
+        reply = await inference_pb2_grpc.InferenceStub(channel).Generate(request, timeout=120)
+    for choice in reply.choices:
+        assert choice.finish_reason == common_pb2.FINISH_REASON_STOP
+        jsonschema.validate(json.loads(choice.text), SCHEMA)

@@ -164,3 +164,22 @@ def test_domain_errors_map_to_openai_statuses(error, status, kind):
     assert e.status == status and e.body["error"]["type"] == kind
     assert set(e.body["error"]) == {"message", "type", "param", "code"}
     assert (e.retry_after_s is not None) == (status == 429)
+
+
+def test_the_grpc_edge_maps_the_same_constraints_and_refuses_the_same_values():
+    from mimo_client.v1 import common_pb2
+
+    from services.router import wire
+
+    s = wire.sampling_of(common_pb2.SamplingParams(regex="[0-9]+", skip_special_tokens=False))
+    assert s.regex == "[0-9]+" and s.json_schema is None and not s.skip_special_tokens
+    for bad, field in (
+        (common_pb2.SamplingParams(json_schema="[1]"), "sampling.json_schema"),
+        (common_pb2.SamplingParams(json_schema="{not json"), "sampling.json_schema"),
+        (common_pb2.SamplingParams(regex=""), "sampling.constraint"),
+    ):
+        with pytest.raises(d.InvalidRequest) as e:
+            wire.sampling_of(bad)
+        assert e.value.field == field
+    with pytest.raises(d.InvalidRequest):  # the HTTP edge refuses the same schema
+        http_wire.chat_request(chat(response_format={"type": "json_schema", "json_schema": {"schema": [1]}}))
