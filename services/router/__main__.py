@@ -14,14 +14,18 @@ from services.common.config import add_server_args, env_default, parse_target, s
 from services.common.server import Service, run
 from services.router.admission import Admission, AdmissionConfig
 from services.router.breaker import CircuitBreaker
+from services.router.datasets import DatasetRegistry
 from services.router.discovery import make_discovery
 from services.router.dispatch import Dispatcher
 from services.router.http_api import HttpApi
 from services.router.pipeline import Pipeline
 from services.router.policy import POLICIES, make_policy
 from services.router.rewards import RewardClient
+from services.router.rollout_runs import RolloutRuns, load_dataset, parse_dataset_flag
+from services.router.scorers import ScorerPool
 from services.router.server import InferenceServicer, RolloutServicer, retry_advice
 from services.router.tokenization import RouterTokenizer
+from services.router.wire import dataset_prompts
 from services.router.worker_client import WorkerClient
 from services.router.workers import HealthPolicy, WorkerPool
 
@@ -76,6 +80,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-http", action="store_true", help="serve no OpenAI HTTP API")
     p.add_argument("--tokenizer-cache", type=Path, default=None, help="where fetched tokenizer artifacts are kept")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        help="a named prompt source, NAME=FILE.jsonl[,scorer=HOST:PORT][,alpha=A] (one RolloutPrompt JSON a line)",
+    )
+    p.add_argument(
+        "--state-dir", type=Path, default=env("state-dir", None), help="where datasets keep pass rates (a volume)"
+    )
     return p
 
 
@@ -102,6 +115,11 @@ def main(argv: Sequence[str]) -> int:
     except KeysError as e:
         print(f"mimo-serve router: {e}", file=sys.stderr)
         return 2
+    try:
+        datasets = [parse_dataset_flag(v) for v in args.dataset]
+    except ValueError as e:
+        print(f"mimo-serve router: {e}", file=sys.stderr)
+        return 2
     if args.discovery == "static" and not static:
         print("mimo-serve router: --workers: give at least one worker, or --discovery kubernetes", file=sys.stderr)
         return 2
@@ -119,15 +137,20 @@ def main(argv: Sequence[str]) -> int:
         )
         discovery = make_discovery(args, pool, static)
         rewards = RewardClient(verifier_target, retry_s=args.reward_retry_s)
+        runs = RolloutRuns(ScorerPool(rewards), dataset_scorers={f.name: f.scorer for f in datasets})
         http_on = bool(args.http_listen) and not args.no_http
         http = HttpApi(pipeline, lambda: tokenizer.snapshot, args.http_listen, keys, settings.grace_s)
 
         def register(server) -> None:
             inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(pipeline, keys), server)
-            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards, keys), server)
+            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards, keys, runs), server)
 
         async def on_start() -> None:
             await tokenizer.start(args.tokenizer_timeout_s)
+            vocab = tokenizer.snapshot.vocab_size
+            runs.datasets = DatasetRegistry(
+                [load_dataset(f, dataset_prompts(str(f.path), vocab), args.state_dir) for f in datasets]
+            )
             await discovery.start()
             pool.start()
             if http_on:
@@ -138,6 +161,7 @@ def main(argv: Sequence[str]) -> int:
             await pool.stop()
             await tokenizer.stop()
             await rewards.close()
+            await runs.close()
 
         return Service(
             register=register,

@@ -286,7 +286,7 @@ class RewardTask:
 class RewardRequest:
     task_id: str
     response: str
-    task: RewardTask
+    task: RewardTask | None  # None: an open reward (the scorer gets the response with neither math nor code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +304,45 @@ class Reward:
 class RolloutMode(enum.Enum):
     SEAMLESS = "seamless"
     SYNCHRONOUS = "synchronous"
+
+
+class RewardTiming(enum.Enum):
+    PER_SAMPLE = "per_sample"  # async rewards: scored as each sample ends, its slot freed at once
+    PER_GROUP = "per_group"  # scored when the whole group has ended; its slots held until then
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicSampling:
+    """Dynamic sampling (services/router/sampling_policy.py): `target_valid_groups` groups with reward variance."""
+
+    target_valid_groups: int
+    oversampling: float = 1.0
+    max_prompts_launched: int = 0  # 0: the whole source
+    launch_order_termination: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemStat:
+    prompt_id: str
+    rollouts: int
+    pass_rate: float
+    last_pass_rate: float
+    easy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What dynamic sampling selected and what else it generated."""
+
+    selected_prompt_ids: tuple[str, ...] = ()
+    num_groups_valid: int = 0
+    num_groups_zero_variance: int = 0
+    num_groups_surplus: int = 0
+    num_prompts_launched: int = 0
+    completion_tokens: int = 0
+    selected_completion_tokens: int = 0
+    target_met: bool = False
+    dataset_stats: tuple[ProblemStat, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +365,10 @@ class RolloutSpec:
     mode: RolloutMode = RolloutMode.SEAMLESS
     sync_batch_prompts: int = 0
     deadline: float | None = None
+    dynamic: DynamicSampling | None = None
+    dataset: str = ""  # prompts drawn from a registered dataset (services/router/datasets.py)
+    scorer: str = ""  # host:port of an external mimo.v1.Verifier (empty: the router's)
+    reward_timing: RewardTiming = RewardTiming.PER_SAMPLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +395,8 @@ class GroupFinished:
     all_correct: bool
     all_wrong: bool
     num_reward_errors: int = 0
+    zero_variance: bool = False  # no reward variance: dynamic sampling drops it
+    scored: bool = True  # False: sampling only
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +412,7 @@ class RolloutFinished:
     early_terminated: bool
     unfinished_prompt_ids: tuple[str, ...]
     num_reward_errors: int = 0
+    batch: BatchReport = BatchReport()
 
 
 RolloutEvent = SampleFinished | GroupFinished | RolloutFinished

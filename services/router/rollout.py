@@ -13,6 +13,7 @@ from typing import Protocol
 from services.router import metrics_rollout as metrics
 from services.router.domain import (
     RL_DEFAULTS,
+    BatchReport,
     FinishReason,
     GenerationRequest,
     GroupFinished,
@@ -105,7 +106,6 @@ class RolloutRun:
         return await self.pipeline.prepare(self._request(state))
 
     def _reward_request(self, state: PromptState, sample: Sample) -> RewardRequest:
-        assert state.prompt.reward is not None  # wire.rollout_spec requires one
         return RewardRequest(f"{state.prompt.prompt_id}/{sample.index}", sample.answer, state.prompt.reward)
 
     def _record(self, state: PromptState, gen: Generation, sample: Sample, reward: Reward, ended: float) -> None:
@@ -137,19 +137,25 @@ class RolloutRun:
         pass_rate = sum(correct) / len(scored) if scored else 0.0
         if scored:
             metrics.observe_group(pass_rate)
-        self.events.put_nowait(
-            GroupFinished(
-                prompt_index=state.index,
-                prompt_id=state.prompt.prompt_id,
-                num_samples=self.n,
-                pass_rate=pass_rate,
-                mean_reward=sum(r.reward for r in scored) / len(scored) if scored else 0.0,
-                all_correct=bool(scored) and all(correct),
-                all_wrong=bool(scored) and not any(correct),
-                num_reward_errors=errors,
-            )
+        rewards = [r.reward for r in scored]
+        group = GroupFinished(
+            prompt_index=state.index,
+            prompt_id=state.prompt.prompt_id,
+            num_samples=self.n,
+            pass_rate=pass_rate,
+            mean_reward=sum(r.reward for r in scored) / len(scored) if scored else 0.0,
+            all_correct=bool(scored) and all(correct),
+            all_wrong=bool(scored) and not any(correct),
+            num_reward_errors=errors,
+            zero_variance=len(rewards) < 2 or max(rewards) - min(rewards) <= 1e-9,
+            scored=any(r.verdict is not Verdict.UNSPECIFIED for r in scored),
         )
+        self.events.put_nowait(group)
         self.finished_prompts.append(state.index)
+        self._on_group(state, group)
+
+    def _on_group(self, state: PromptState, group: GroupFinished) -> None:
+        """A group's last reward is in (sampling_policy.DynamicRun counts valid groups here)."""
 
     # --- seamless -------------------------------------------------------------------------------------------
     async def _verify_one(self, state: PromptState, gen: Generation, sample: Sample) -> None:
@@ -277,8 +283,13 @@ class RolloutRun:
                 early_terminated=self.early_terminated,
                 unfinished_prompt_ids=tuple(s.prompt.prompt_id for s in unfinished),
                 num_reward_errors=self.reward_errors,
+                batch=self._batch_report(),
             )
         )
+
+    def _batch_report(self) -> BatchReport:
+        """Dynamic sampling's report (sampling_policy.DynamicRun); empty for the old policies."""
+        return BatchReport()
 
 
 async def stream_rollout(run: RolloutRun) -> AsyncIterator[RolloutEvent]:

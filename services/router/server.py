@@ -25,7 +25,9 @@ from services.router.domain import (
     UnknownModel,
 )
 from services.router.pipeline import Generation, Pipeline
-from services.router.rollout import RolloutRun, Scorer, stream_rollout
+from services.router.rollout import Scorer, stream_rollout
+from services.router.rollout_runs import RolloutRuns
+from services.router.scorers import ScorerPool
 
 STATUS: dict[type[RouterError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -156,10 +158,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
 
 class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
-    def __init__(self, pipeline: Pipeline, scorer: Scorer, keys: KeyRing | None = None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, scorer: Scorer, keys: KeyRing | None = None, runs: RolloutRuns | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.scorer = scorer
         self.keys = keys
+        self.runs = runs or RolloutRuns(ScorerPool(scorer))  # sources, scorers, policies (issue 18)
 
     @stream_errors
     async def Rollout(
@@ -167,7 +172,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
     ) -> AsyncIterator[rollout_pb2.RolloutEvent]:
         deadline = wire.deadline_in(context.time_remaining())
         spec = wire.rollout_spec(request, self.pipeline.vocab_size, deadline)
-        async for event in stream_rollout(RolloutRun(self.pipeline, self.scorer, spec)):
+        async for event in stream_rollout(self.runs.build(self.pipeline, spec)):
             if isinstance(event, SampleFinished):
                 charge_current(event.usage.total_tokens, self.keys)
             yield wire.rollout_event_pb(spec, event)

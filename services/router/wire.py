@@ -181,32 +181,78 @@ def reward_task(p: rollout_pb2.RolloutPrompt, field: str) -> d.RewardTask | None
     return d.RewardTask("code", code.SerializeToString())
 
 
+def rollout_prompt(p: rollout_pb2.RolloutPrompt, i: int, vocab_size: int, field: str) -> d.RolloutPrompt:
+    kind = p.WhichOneof("input")
+    _check(kind is not None, f"{field}.input", "set messages or token_ids")
+    if kind == "messages":
+        prompt = d.Prompt(messages=messages_of(p.messages.messages, f"{field}.messages"))
+    else:
+        ids = tuple(p.token_ids.ids)
+        _check(len(ids) > 0, f"{field}.token_ids", "must not be empty")
+        bad = next((t for t in ids if t >= vocab_size), None)
+        _check(bad is None, f"{field}.token_ids", f"token id {bad} is outside the vocabulary (size {vocab_size})")
+        prompt = d.Prompt(token_ids=ids)
+    # no reward task: sampling only, or scored by the rollout's external scorer (services/router/scorers.py)
+    return d.RolloutPrompt(i, p.prompt_id, prompt, reward_task(p, field))
+
+
+def dataset_prompts(path: str, vocab_size: int) -> tuple[d.RolloutPrompt, ...]:
+    """A dataset file: one RolloutPrompt per line in protobuf JSON (prompt_id, messages or token_ids, math or
+    code). Errors name the line."""
+    from google.protobuf import json_format
+
+    out: list[d.RolloutPrompt] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                pb = json_format.Parse(line, rollout_pb2.RolloutPrompt())
+            except json_format.ParseError as e:
+                raise d.InvalidRequest(f"{path}:{n}", str(e)) from e
+            out.append(rollout_prompt(pb, len(out), vocab_size, f"{path}:{n}"))
+    return tuple(out)
+
+
+def dynamic_sampling(request: rollout_pb2.RolloutRequest, launch_order: bool) -> d.DynamicSampling | None:
+    if request.target_valid_groups == 0:
+        _check(not launch_order, "target_valid_groups", "LAUNCH_ORDER early termination needs target_valid_groups")
+        _check(not request.dataset, "target_valid_groups", "a dataset rollout needs target_valid_groups")
+        return None
+    oversampling = request.oversampling or 1.0
+    _check(math.isfinite(oversampling) and 1.0 <= oversampling <= 4.0, "oversampling", "must be in [1, 4]")
+    cap = request.max_prompts_launched
+    _check(cap == 0 or cap >= request.target_valid_groups, "max_prompts_launched", "must be >= target_valid_groups")
+    if not request.dataset:
+        _check(
+            request.target_valid_groups <= len(request.prompts),
+            "target_valid_groups",
+            f"at most the {len(request.prompts)} prompts given",
+        )
+    return d.DynamicSampling(request.target_valid_groups, oversampling, cap, launch_order)
+
+
 def rollout_spec(request: rollout_pb2.RolloutRequest, vocab_size: int, deadline: float | None) -> d.RolloutSpec:
     """Every check that needs no worker, before anything starts."""
-    _check(len(request.prompts) > 0, "prompts", "must not be empty")
+    if request.dataset:
+        _check(len(request.prompts) == 0, "prompts", "set prompts or dataset, not both")
+    else:
+        _check(len(request.prompts) > 0, "prompts", "must not be empty (or name a dataset)")
     _check(len(request.prompts) <= MAX_ROLLOUT_PROMPTS, "prompts", f"at most {MAX_ROLLOUT_PROMPTS} prompts")
     _check(request.mode in rollout_pb2.RolloutMode.values(), "mode", f"unknown mode {request.mode}")
     policies = rollout_pb2.EarlyTerminationPolicy
     _check(request.early_termination in policies.values(), "early_termination", "unknown policy")
     sampling = sampling_of(request.sampling)
     n = check_samples(request.samples_per_prompt, 0, "samples_per_prompt")
-    prompts = []
-    for i, p in enumerate(request.prompts):
-        field = f"prompts[{i}]"
-        kind = p.WhichOneof("input")
-        _check(kind is not None, f"{field}.input", "set messages or token_ids")
-        if kind == "messages":
-            prompt = d.Prompt(messages=messages_of(p.messages.messages, f"{field}.messages"))
-        else:
-            ids = tuple(p.token_ids.ids)
-            _check(len(ids) > 0, f"{field}.token_ids", "must not be empty")
-            bad = next((t for t in ids if t >= vocab_size), None)
-            _check(bad is None, f"{field}.token_ids", f"token id {bad} is outside the vocabulary (size {vocab_size})")
-            prompt = d.Prompt(token_ids=ids)
-        reward = reward_task(p, field)
-        _check(reward is not None, f"{field}.reward", "set math or code")
-        prompts.append(d.RolloutPrompt(i, p.prompt_id, prompt, reward))
+    prompts = [rollout_prompt(p, i, vocab_size, f"prompts[{i}]") for i, p in enumerate(request.prompts)]
+    _check(request.reward_timing in rollout_pb2.RewardTiming.values(), "reward_timing", "unknown reward timing")
+    _check(not request.scorer or ":" in request.scorer, "scorer", "give host:port of a mimo.v1.Verifier service")
+    launch_order = request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_LAUNCH_ORDER
+    dynamic = dynamic_sampling(request, launch_order)
     fifo = request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_FIFO
+    _check(
+        not (fifo and dynamic), "early_termination", "FIFO counts finished prompts; use LAUNCH_ORDER with valid groups"
+    )
     if fifo and not 0 < request.target_prompts <= len(request.prompts):
         raise d.InvalidRequest(
             "target_prompts", f"FIFO early termination needs 1..{len(request.prompts)} target prompts"
@@ -224,6 +270,12 @@ def rollout_spec(request: rollout_pb2.RolloutRequest, vocab_size: int, deadline:
         else d.RolloutMode.SEAMLESS,
         sync_batch_prompts=request.sync_batch_prompts,
         deadline=deadline,
+        dynamic=dynamic,
+        dataset=request.dataset,
+        scorer=request.scorer,
+        reward_timing=d.RewardTiming.PER_GROUP
+        if request.reward_timing == rollout_pb2.REWARD_TIMING_PER_GROUP
+        else d.RewardTiming.PER_SAMPLE,
     )
 
 
@@ -317,6 +369,8 @@ def rollout_event_pb(spec: d.RolloutSpec, event: d.RolloutEvent) -> rollout_pb2.
                 all_correct=event.all_correct,
                 all_wrong=event.all_wrong,
                 num_reward_errors=event.num_reward_errors,
+                zero_variance=event.zero_variance,
+                scored=event.scored,
             )
         )
     else:
@@ -333,6 +387,31 @@ def rollout_event_pb(spec: d.RolloutSpec, event: d.RolloutEvent) -> rollout_pb2.
                 early_terminated=event.early_terminated,
                 unfinished_prompt_ids=event.unfinished_prompt_ids,
                 num_reward_errors=event.num_reward_errors,
+                **batch_fields(event.batch),
             )
         )
     return out
+
+
+def batch_fields(b: d.BatchReport) -> dict[str, object]:
+    stats = [
+        rollout_pb2.ProblemStat(
+            prompt_id=s.prompt_id,
+            rollouts=s.rollouts,
+            pass_rate=s.pass_rate,
+            last_pass_rate=s.last_pass_rate,
+            easy=s.easy,
+        )
+        for s in b.dataset_stats
+    ]
+    return {
+        "selected_prompt_ids": b.selected_prompt_ids,
+        "num_groups_valid": b.num_groups_valid,
+        "num_groups_zero_variance": b.num_groups_zero_variance,
+        "num_groups_surplus": b.num_groups_surplus,
+        "num_prompts_launched": b.num_prompts_launched,
+        "completion_tokens": b.completion_tokens,
+        "selected_completion_tokens": b.selected_completion_tokens,
+        "target_met": b.target_met,
+        "dataset_stats": stats,
+    }

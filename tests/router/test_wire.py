@@ -130,11 +130,34 @@ def test_bad_requests_are_refused_naming_the_field(parse, field):
     assert e.value.field == field
 
 
-def test_a_rollout_prompt_without_a_reward_task_is_refused():
+def test_a_rollout_prompt_without_a_reward_task_is_sampling_only():
     bare = rollout_pb2.RolloutPrompt(prompt_id="p", token_ids=common_pb2.TokenIds(ids=[1]))
+    spec = wire.rollout_spec(rollout(bare), VOCAB, None)
+    assert spec.prompts[0].reward is None and spec.dynamic is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"early_termination": rollout_pb2.EARLY_TERMINATION_POLICY_LAUNCH_ORDER}, "target_valid_groups"),
+        ({"target_valid_groups": 5}, "target_valid_groups"),  # more than the prompts given
+        ({"target_valid_groups": 1, "oversampling": 9.0}, "oversampling"),
+        (
+            {"target_valid_groups": 1, "early_termination": rollout_pb2.EARLY_TERMINATION_POLICY_FIFO},
+            "early_termination",
+        ),
+        ({"scorer": "nohost"}, "scorer"),
+        ({"dataset": "d"}, "prompts"),
+    ],
+)
+def test_dynamic_sampling_fields_are_checked(fields, field):
+    bare = rollout_pb2.RolloutPrompt(prompt_id="p", token_ids=common_pb2.TokenIds(ids=[1]))
+    request = rollout(bare)
+    for k, v in fields.items():
+        setattr(request, k, v)
     with pytest.raises(InvalidRequest) as e:
-        wire.rollout_spec(rollout(bare), VOCAB, None)
-    assert e.value.field == "prompts[0].reward"
+        wire.rollout_spec(request, VOCAB, None)
+    assert e.value.field == field
 
 
 def test_good_requests_become_domain_requests():
