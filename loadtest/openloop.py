@@ -22,9 +22,10 @@ from loadtest.mixes import RequestSpec
 
 
 class Transport(Protocol):
-    """How requests reach the server: yields the number of new tokens of each message that carries some."""
+    """How requests reach the server: yields (new tokens, whether a message carrying them arrived now) for each
+    message with tokens; (n, False) corrects the count at the end (HTTP's usage chunk) without timing a gap."""
 
-    def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[int]: ...
+    def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[tuple[int, bool]]: ...
 
     async def max_context_tokens(self) -> int: ...
 
@@ -40,7 +41,7 @@ class GrpcTransport:
         models = await self._stub.ListModels(inference_pb2.ListModelsRequest(), timeout=10)
         return int(models.models[0].max_context_tokens)
 
-    async def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[int]:
+    async def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[tuple[int, bool]]:
         sampling = common_pb2.SamplingParams(max_new_tokens=spec.output_tokens, ignore_eos=True)
         if spec.messages:
             messages = [common_pb2.ChatMessage(role=r, content=c) for r, c in spec.messages]
@@ -54,15 +55,15 @@ class GrpcTransport:
             )
         async for message in call:
             if message.delta.token_ids:
-                yield len(message.delta.token_ids)
+                yield len(message.delta.token_ids), True
 
     async def close(self) -> None:
         await self._channel.close()
 
 
 class HttpTransport:
-    """POST /v1/completions (token-id prompts) or /v1/chat/completions (messages), stream=true; one SSE event per
-    chunk; tokens counted from usage-free chunks as one per text piece (the server sends one chunk per delta)."""
+    """POST /v1/completions (token-id prompts) or /v1/chat/completions (messages) with stream=true: each SSE chunk
+    with text is a message; the final usage chunk gives the exact token count (a chunk may carry several)."""
 
     def __init__(self, base_url: str) -> None:
         self._base = base_url.rstrip("/")
@@ -74,8 +75,9 @@ class HttpTransport:
         card = body["data"][0]
         return int(card.get("max_model_len") or card.get("context_length") or card.get("max_context_tokens") or 2048)
 
-    async def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[int]:
+    async def stream(self, spec: RequestSpec, timeout_s: float) -> AsyncIterator[tuple[int, bool]]:
         body: dict[str, object] = {"max_tokens": spec.output_tokens, "ignore_eos": True, "stream": True}
+        body["stream_options"] = {"include_usage": True}
         body["n"] = spec.num_samples
         if spec.messages:
             path, body["messages"] = "/v1/chat/completions", [{"role": r, "content": c} for r, c in spec.messages]
@@ -85,6 +87,7 @@ class HttpTransport:
         async with self._session.post(f"{self._base}{path}", json=body, timeout=timeout) as response:
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:160]}")
+            num_chunks = 0
             async for line in response.content:
                 if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                     continue
@@ -93,7 +96,11 @@ class HttpTransport:
                     raise RuntimeError(f"stream error: {event['error'].get('message', '')[:160]}")
                 choices = event.get("choices") or []
                 if any((c.get("text") or (c.get("delta") or {}).get("content")) for c in choices):
-                    yield 1
+                    num_chunks += 1
+                    yield 1, True
+                usage = event.get("usage") or {}
+                if usage.get("completion_tokens", 0) > num_chunks:
+                    yield usage["completion_tokens"] - num_chunks, False
 
     async def close(self) -> None:
         await self._session.close()
@@ -111,7 +118,10 @@ async def _one(transport: Transport, spec: RequestSpec, due_s: float, start: flo
     gaps: list[float] = []
     num_tokens = 0
     try:
-        async for count in transport.stream(spec, timeout_s):
+        async for count, is_message in transport.stream(spec, timeout_s):
+            if not is_message:
+                num_tokens += count
+                continue
             now = time.perf_counter()
             if num_tokens:
                 gaps.append(now - last)

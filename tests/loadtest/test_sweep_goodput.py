@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from loadtest.goodput import Outcome, SloSpec, percentile, summarise
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ok(ttft_s: float, e2e_s: float, num_tokens: int = 11, due_s: float = 0.0) -> Outcome:
@@ -48,3 +54,20 @@ def test_no_requests_is_never_sustainable():
 def test_nearest_rank_percentiles():
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 0.5), percentile(values, 0.9), percentile(values, 0.99)) == (50, 90, 99)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ([], "give --rates R1,R2,... or --find"),
+        (["--rates", "1,fast"], "--rates: not a list of numbers"),
+        (["--rates", "0,2"], "--rates: every rate must be positive"),
+        (["--find", "--min-rate", "4", "--max-rate", "2"], "--min-rate must be positive and below --max-rate"),
+        (["--rates", "1", "--max-error-rate", "2"], "--max-error-rate must be between 0 and 1"),
+    ],
+)
+def test_sweep_bad_flags_exit_2_naming_the_flag(args, message):
+    cmd = [sys.executable, "-m", "loadtest", "sweep", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr

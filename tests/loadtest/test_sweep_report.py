@@ -28,15 +28,16 @@ FLAGS = (
 
 
 def results():
+    """Three rates with latencies that grow with the load (seeded), the middle and top ones breaking the SLO."""
     rng = random.Random(5)
     out = []
     for rate in (2.0, 4.0, 8.0):
         load = rate / 8
-        outcomes = [
-            Outcome(i / rate, ttft, ttft + 0.02 * 20 * (1 + load), tuple(rng.expovariate(50) for _ in range(19)), 20)
-            for i in range(int(rate * 10))
-            if (ttft := rng.expovariate(1 / (0.05 + 0.5 * load**3))) is not None
-        ]
+        outcomes = []
+        for i in range(int(rate * 10)):
+            ttft = rng.expovariate(1 / (0.05 + 0.5 * load**3))
+            gaps = tuple(rng.expovariate(50) for _ in range(19))
+            outcomes.append(Outcome(i / rate, ttft, ttft + sum(gaps), gaps, 20))
         out.append(summarise(rate, 10.0, outcomes, SloSpec(max_ttft_ms=200), 0.9, 0.01, {"running_mean": rate}))
     return out
 
