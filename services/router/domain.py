@@ -209,6 +209,7 @@ class SampleComplete:
     finish_reason: str  # SGLang's text: "stop", "length", "abort" (sometimes JSON)
     matched_stop_str: str | None = None
     cached_tokens: int = 0
+    weight_version: str = ""  # the worker's, for the whole request (its Generate metadata)
 
 
 WorkerEvent = TokenChunk | SampleComplete
@@ -383,6 +384,9 @@ class SampleFinished:
     generation_s: float
     reward_wait_s: float
     usage: Usage
+    prompt_token_ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()  # per response token, of the distribution it was sampled from
+    weight_version: str = ""  # the worker's when it generated the sample
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ class Sample:
     finish: FinishReason = FinishReason.UNSPECIFIED
     matched_stop: str | None = None
     cached_tokens: int = 0
+    weight_version: str = ""
 
     @property
     def is_done(self) -> bool:
@@ -102,6 +103,7 @@ class Sample:
         if self.splitter is not None and (self.reasoning or reasoning):
             self.reasoning_tokens = reasoning_token_count(self.tokenizer, self.token_ids)
         self.cached_tokens = done.cached_tokens
+        self.weight_version = done.weight_version
         if self.detok.stop is not None or done.matched_stop_str is not None:
             self.finish = FinishReason.STOP
             self.matched_stop = self.detok.stop or done.matched_stop_str

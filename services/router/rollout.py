@@ -96,6 +96,7 @@ class RolloutRun:
             prompt=state.prompt.prompt,
             sampling=self.spec.sampling,
             n=self.n,
+            return_logprobs=True,  # training-grade samples: the sampling policy's logprobs
             stream=False,  # the worker still sends each sample's `complete` as it ends; no per-token messages
             defaults=RL_DEFAULTS,
             group_key=f"{self.spec.rollout_id}/{state.index}",
@@ -126,6 +127,9 @@ class RolloutRun:
                 generation_s=ended - gen.request.arrived,
                 reward_wait_s=now - ended,
                 usage=Usage(prompt_tokens=len(gen.input_ids), completion_tokens=len(sample.token_ids)),
+                prompt_token_ids=tuple(gen.input_ids),
+                logprobs=tuple(lp.logprob for lp in sample.logprobs),
+                weight_version=sample.weight_version,
             )
         )
         if len(state.results) < self.n:

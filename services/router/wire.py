@@ -356,6 +356,9 @@ def rollout_event_pb(spec: d.RolloutSpec, event: d.RolloutEvent) -> rollout_pb2.
                 generation_s=event.generation_s,
                 reward_wait_s=event.reward_wait_s,
                 usage=usage_pb(event.usage),
+                prompt_token_ids=event.prompt_token_ids,
+                logprobs=event.logprobs,
+                weight_version=event.weight_version,
             )
         )
     elif isinstance(event, d.GroupFinished):

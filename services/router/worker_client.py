@@ -105,7 +105,7 @@ def logprobs_of(out: pb.OutputLogProbs) -> tuple[TokenLogprob, ...]:
     )
 
 
-def event_of(response: pb.GenerateResponse) -> WorkerEvent:
+def event_of(response: pb.GenerateResponse, weight_version: str = "") -> WorkerEvent:
     if response.HasField("chunk"):
         chunk = response.chunk
         lps = logprobs_of(chunk.output_logprobs) if chunk.HasField("output_logprobs") else ()
@@ -118,6 +118,7 @@ def event_of(response: pb.GenerateResponse) -> WorkerEvent:
         finish_reason=done.finish_reason,
         matched_stop_str=done.matched_stop_str if done.WhichOneof("matched_stop") == "matched_stop_str" else None,
         cached_tokens=done.cached_tokens,
+        weight_version=weight_version,
     )
 
 
@@ -136,6 +137,9 @@ def load_of(resp: pb.GetLoadsResponse) -> WorkerLoad:
     )
 
 
+VERSION_METADATA = "mimo-weight-version"  # services/worker/control.py: the version a request ran under
+
+
 class WorkerClient:
     """One channel to one worker."""
 
@@ -148,8 +152,11 @@ class WorkerClient:
         """The worker's events; leaving early (or being cancelled) cancels the call, which aborts it there."""
         call = self._stub.Generate(worker_request(request), timeout=timeout_s)
         try:
+            version = ""
             async for response in call:
-                yield event_of(response)
+                if not version:  # sent by the worker before its first message
+                    version = dict(await call.initial_metadata() or ()).get(VERSION_METADATA, "")
+                yield event_of(response, str(version))
         except grpc.aio.AioRpcError as e:
             raise failure(e) from e
         finally:

@@ -208,6 +208,9 @@ class SampleFinished:
     generation_s: float
     reward_wait_s: float  # from the sample's end to its reward
     usage: Usage
+    prompt_token_ids: list[int] = field(default_factory=list)  # the prompt as the worker saw it
+    logprobs: list[float] = field(default_factory=list)  # per token, of the sampling distribution
+    sample_weight_version: str = ""  # the generating worker's version (weight_version echoes the request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +316,7 @@ def rollout_event_from_pb(pb: rollout_pb2.RolloutEvent) -> RolloutEvent | None:
         return SampleFinished(
             *ids, s.prompt_index, s.prompt_id, s.sample_index, s.text, list(s.token_ids), _finish(s.finish_reason),
             s.reward, verification, s.generation_s, s.reward_wait_s, usage_from_pb(s.usage),
+            list(s.prompt_token_ids), list(s.logprobs), s.weight_version,
         )  # fmt: skip
     if kind == "group":
         g = pb.group

@@ -96,7 +96,7 @@ class RolloutRequest(_message.Message):
     def __init__(self, rollout_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[RolloutPrompt, _Mapping]]] = ..., samples_per_prompt: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., weight_version: _Optional[str] = ..., max_samples_in_flight: _Optional[int] = ..., early_termination: _Optional[_Union[EarlyTerminationPolicy, str]] = ..., target_prompts: _Optional[int] = ..., mode: _Optional[_Union[RolloutMode, str]] = ..., sync_batch_prompts: _Optional[int] = ..., target_valid_groups: _Optional[int] = ..., oversampling: _Optional[float] = ..., max_prompts_launched: _Optional[int] = ..., dataset: _Optional[str] = ..., scorer: _Optional[str] = ..., reward_timing: _Optional[_Union[RewardTiming, str]] = ...) -> None: ...
 
 class SampleFinished(_message.Message):
-    __slots__ = ("prompt_index", "prompt_id", "sample_index", "text", "token_ids", "finish_reason", "reward", "verification", "generation_s", "reward_wait_s", "usage")
+    __slots__ = ("prompt_index", "prompt_id", "sample_index", "text", "token_ids", "finish_reason", "reward", "verification", "generation_s", "reward_wait_s", "usage", "prompt_token_ids", "logprobs", "weight_version")
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,9 @@ class SampleFinished(_message.Message):
     GENERATION_S_FIELD_NUMBER: _ClassVar[int]
     REWARD_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_VERSION_FIELD_NUMBER: _ClassVar[int]
     prompt_index: int
     prompt_id: str
     sample_index: int
@@ -119,7 +122,10 @@ class SampleFinished(_message.Message):
     generation_s: float
     reward_wait_s: float
     usage: _common_pb2.Usage
-    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., reward: _Optional[float] = ..., verification: _Optional[_Union[_verifier_pb2.VerifyResult, _Mapping]] = ..., generation_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+    prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    logprobs: _containers.RepeatedScalarFieldContainer[float]
+    weight_version: str
+    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., reward: _Optional[float] = ..., verification: _Optional[_Union[_verifier_pb2.VerifyResult, _Mapping]] = ..., generation_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., weight_version: _Optional[str] = ...) -> None: ...
 
 class GroupFinished(_message.Message):
     __slots__ = ("prompt_index", "prompt_id", "num_samples", "pass_rate", "mean_reward", "all_correct", "all_wrong", "num_reward_errors", "zero_variance", "scored")
