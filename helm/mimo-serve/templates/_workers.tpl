@@ -127,3 +127,17 @@ annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The PromQL of one autoscaling metric for the pool selector `sel`, as operators/autoscaler/promql.py writes it. */}}
+{{- define "mimo.poolMetricQuery" -}}
+{{- $m := .metric -}}
+{{- if eq $m.type "WaitingRequests" -}}
+sum(mimo_worker_waiting_requests{{ .sel }})
+{{- else if eq $m.type "KVCacheUsage" -}}
+avg(mimo_worker_kv_usage_ratio{{ .sel }})
+{{- else if eq $m.type "TimeToFirstTokenP90" -}}
+histogram_quantile(0.9, sum by (le) (rate(mimo_worker_time_to_first_token_seconds_bucket{{ .sel }}[{{ $m.window | default "1m" }}])))
+{{- else -}}
+{{ $m.query }}
+{{- end -}}
+{{- end -}}
