@@ -167,7 +167,7 @@ async def test_client_cancel_aborts_on_the_worker(worker: Worker) -> None:
         (lambda r: r.tokenized.input_ids.append(10_000_000), "input_ids"),
         (lambda r: setattr(r.sampling_params, "max_new_tokens", 100_000_000), "max_new_tokens"),
         (lambda r: setattr(r.sampling_params, "top_p", 1.5), "top_p"),
-        (lambda r: setattr(r.sampling_params, "regex", "[a-z]+"), "regex"),
+        (lambda r: setattr(r.sampling_params, "structural_tag", "{}"), "structural_tag"),  # regex etc. are served
         (lambda r: r.ClearField("request_id"), "request_id"),
     ],
 )
