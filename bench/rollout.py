@@ -1,16 +1,27 @@
-"""`mimo-serve bench rollout`: seamless rollout against the synchronous baseline, side by side on the same sim
-workers, the same prompts (seeded, so every sample has the same long-tailed length in every mode) and the same
-verifier, in alternating rounds.
+"""`mimo-serve bench rollout`: MiMo's Table 2 on sim workers: naive dynamic sampling against each step of the
+seamless rollout engine, side by side on the same workers, the same prompt source (seeded, so every sample has
+the same long-tailed length and the same modelled verdict in every mode) and the same verifier front, in
+alternating rounds.
 
-- synchronous (the baseline, naive dynamic sampling): generate a batch of prompts x n samples, wait for the
-  last sample, verify the whole batch, then the next batch, until the target number of groups is done.
-- seamless + FIFO early termination (ours, MiMo's): samples start as soon as there is room (same in-flight
-  limit as one synchronous batch), each sample is verified as it finishes, and once the target number of groups
-  are complete the rest are aborted.
-- seamless without early termination: the same, but every prompt runs to the end.
+Every mode asks for `--target-valid` groups WITH reward variance from a source of `--prompts` prompts whose
+pass rates follow a long-tailed mix (some never solved, some always, the rest Beta-distributed; ~41% on
+average, MiMo's figure); zero-variance groups are dropped and not counted.
 
-Worker idle share: each worker's GetLoads is polled every few ms; a poll with nothing running or waiting counts
-as idle. The last line is the headline: wall-clock of seamless (FIFO) against synchronous.
+- naive: synchronous batches of `--sync-batch` prompts: generate, wait for the batch's last sample, score the
+  batch, drop zero-variance groups, repeat until the target is met (surplus valid groups of the last batch are
+  waste).
+- continuous (each step adds to the one before): prompts launch as room frees (same in-flight limit as one batch), demand-driven (launch only while
+  the valid groups done plus those the active groups are expected to give fall short); each group is scored
+  once all its samples ended, its slots held until then; the rollout ends when every launched group has.
+- async rewards: the same, but each sample is scored as it ends and frees its slot at once.
+- early termination: the same, plus MiMo's launch-order early termination: the batch is the first target valid
+  groups in launch order; once it is complete and every group launched before its last member has finished,
+  the rest are aborted.
+
+Worker idle: each worker's GetLoads is polled every few ms; a poll with nothing running or waiting counts as idle.
+Slot idle: 1 - (mean running samples over all workers) / (the in-flight limit). Sample waste: the share of
+launched samples that are in neither the training batch nor a zero-variance group (surplus valid groups, aborted
+and unfinished samples). The last line is the headline: the full pipeline against naive dynamic sampling.
 """
 
 from __future__ import annotations
@@ -35,10 +46,12 @@ from bench.common import PROFILES, Proc, Procs, median, model_dir, ratio, say, t
 from bench.grpo import flush
 
 MODES = {
-    "synchronous": "batch -> wait for its last sample -> verify batch -> next batch, until the target groups",
-    "seamless+fifo": "continuous: start samples as room frees, verify each as it ends, abort the rest at the target",
-    "seamless": "continuous with per-sample rewards, no early termination (every prompt runs to the end)",
+    "naive": "synchronous batches: generate, wait for the last sample, score, drop zero-variance, repeat",
+    "continuous": "+ launch as room frees (demand-driven); a group scored when all its samples end, slots held",
+    "async rewards": "+ each sample scored as it ends, its slot freed at once",
+    "early termination": "+ MiMo's launch-order early termination: abort the rest once the batch is settled",
 }
+UNSOLVED, SOLVED = 0.22, 0.12  # shares of problems at pass rate 0 and 1; the rest Beta(1.4, 1.6)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,11 +59,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny settings (the smoke test)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (medians over rounds)")
     p.add_argument("--workers", type=int, default=4, help="sim workers")
-    p.add_argument("--prompts", type=int, default=64, help="prompts per rollout")
+    p.add_argument("--prompts", type=int, default=256, help="prompts in the source")
+    p.add_argument("--target-valid", type=int, default=32, help="valid groups the training batch needs")
     p.add_argument("--samples", type=int, default=16, help="samples per prompt (n)")
     p.add_argument("--prompt-tokens", type=int, default=160)
-    p.add_argument("--sync-batch", type=int, default=16, help="prompts per synchronous batch (sync_batch_prompts)")
-    p.add_argument("--target", type=float, default=0.75, help="share of prompts the rollout needs (FIFO target)")
+    p.add_argument("--sync-batch", type=int, default=16, help="prompts per naive batch (= the in-flight limit)")
+    p.add_argument("--oversampling", type=float, default=1.0, help="launch until expected valid = this x target")
     p.add_argument("--max-new-tokens", type=int, default=4096, help="cap on the profile's lognormal lengths")
     p.add_argument("--profile", default=str(PROFILES / "bench-rollout.json"))
     p.add_argument("--time-scale", type=float, default=0.25, help="sim time scale (also scales the verify hold)")
@@ -58,13 +72,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-s", type=float, default=1.0, help="modelled seconds each task holds a sandbox slot")
     p.add_argument("--verify-slots", type=int, default=64, help="sandbox slots (tasks verified at once)")
     p.add_argument("--poll-ms", type=float, default=15.0, help="GetLoads poll interval for the idle share")
+    p.add_argument("--seed", type=int, default=11, help="prompts and pass rates")
     p.add_argument("--model", help="model dir with tokenizer files")
     p.add_argument("--log-dir", type=Path)
     return p
 
 
 def _quick(args: argparse.Namespace) -> None:
-    args.rounds, args.workers, args.prompts, args.samples, args.sync_batch = 1, 2, 8, 4, 4
+    args.rounds, args.workers, args.prompts, args.samples, args.sync_batch = 1, 2, 32, 4, 4
+    args.target_valid = 4
     args.max_new_tokens = min(args.max_new_tokens, 256)
     args.time_scale = min(args.time_scale, 0.01)
     args.verify_s = min(args.verify_s, 0.5)
@@ -76,12 +92,22 @@ class Run:
     wall_s: float
     finished: rollout_pb2.RolloutFinished
     idle_share: float
-    mean_running: float
+    mean_running: float  # per worker
     router_cpu: float  # share of one core the router process used
 
 
+def pass_rates(args: argparse.Namespace) -> dict[str, float]:
+    """The source's modelled pass rates: long-tailed, ~41% on average."""
+    rng = random.Random(args.seed + 1)
+    out = {}
+    for i in range(args.prompts):
+        u = rng.random()
+        out[f"p{i}"] = 0.0 if u < UNSOLVED else 1.0 if u < UNSOLVED + SOLVED else rng.betavariate(1.4, 1.6)
+    return out
+
+
 def request(args: argparse.Namespace, mode: str, vocab: int, rid: str) -> rollout_pb2.RolloutRequest:
-    rng = random.Random(11)
+    rng = random.Random(args.seed)
     prompts = [
         rollout_pb2.RolloutPrompt(
             prompt_id=f"p{i}",
@@ -90,22 +116,24 @@ def request(args: argparse.Namespace, mode: str, vocab: int, rid: str) -> rollou
         )
         for i in range(args.prompts)
     ]
-    target = max(1, round(args.target * args.prompts))
     req = rollout_pb2.RolloutRequest(
         rollout_id=rid,
         prompts=prompts,
         samples_per_prompt=args.samples,
         sampling=common_pb2.SamplingParams(max_new_tokens=args.max_new_tokens, seed=1234),
         max_samples_in_flight=args.sync_batch * args.samples,
+        target_valid_groups=args.target_valid,
+        oversampling=args.oversampling,
     )
-    if mode == "synchronous":
+    if mode == "naive":
         req.mode = rollout_pb2.ROLLOUT_MODE_SYNCHRONOUS
         req.sync_batch_prompts = args.sync_batch
-    else:
-        req.mode = rollout_pb2.ROLLOUT_MODE_SEAMLESS
-    if mode != "seamless":
-        req.early_termination = rollout_pb2.EARLY_TERMINATION_POLICY_FIFO
-        req.target_prompts = target
+        return req
+    req.mode = rollout_pb2.ROLLOUT_MODE_SEAMLESS
+    per_group = mode == "continuous"
+    req.reward_timing = rollout_pb2.REWARD_TIMING_PER_GROUP if per_group else rollout_pb2.REWARD_TIMING_PER_SAMPLE
+    if mode == "early termination":
+        req.early_termination = rollout_pb2.EARLY_TERMINATION_POLICY_LAUNCH_ORDER
     return req
 
 
@@ -183,7 +211,7 @@ async def run(args: argparse.Namespace, model: Path, log_dir: Path) -> int:
     delay = bench_verifier.VerifyDelay(args.verify_s, 0.5, args.verify_slots, args.time_scale)
     try:
         upstream, verdicts = await _verifier(args, procs)
-        front = bench_verifier.DelayedVerifier(delay, upstream)
+        front = bench_verifier.DelayedVerifier(delay, upstream, pass_rates=pass_rates(args))
         server, front_target = await bench_verifier.serve(front)
         workers = await procs.workers(args.workers, Path(args.profile), args.time_scale)
         tok = await procs.tokenizer()
@@ -207,66 +235,83 @@ async def run(args: argparse.Namespace, model: Path, log_dir: Path) -> int:
     return report(args, runs, verdicts)
 
 
+def waste(f: rollout_pb2.RolloutFinished) -> float:
+    """Launched groups in neither the batch nor the zero-variance pile, over all launched (n samples each)."""
+    used = len(f.selected_prompt_ids) + f.num_groups_zero_variance
+    return 1 - used / f.num_prompts_launched if f.num_prompts_launched else 0.0
+
+
 def report(args: argparse.Namespace, runs: dict[str, list[Run]], verdicts: str) -> int:
-    target = max(1, round(args.target * args.prompts))
+    limit = args.sync_batch * args.samples
+    naive = median([r.wall_s for r in runs["naive"]])
+    stats: dict[str, tuple[float, float, float, float]] = {}
     rows = []
     for mode, rs in runs.items():
         f = [r.finished for r in rs]
+        wall = median([r.wall_s for r in rs])
+        idle = median([r.idle_share for r in rs])
+        slot_idle = median([1 - r.mean_running * args.workers / limit for r in rs])
+        w = median([waste(x) for x in f])
+        stats[mode] = (wall, idle, slot_idle, w)
         rows.append(
             [
                 mode,
-                f"{median([r.wall_s for r in rs]):.2f}",
-                f"{median([x.num_prompts_finished for x in f]):.0f}/{args.prompts}",
-                f"{median([x.num_samples_finished for x in f]):.0f}",
+                f"{wall:.2f}",
+                f"{ratio(naive, wall):.2f}x",
+                f"{idle:.1%}",
+                f"{slot_idle:.1%}",
+                f"{w:.1%}",
+                f"{median([len(x.selected_prompt_ids) for x in f]):.0f}/{args.target_valid}",
+                f"{median([x.num_groups_zero_variance for x in f]):.0f}",
+                f"{median([x.num_groups_surplus for x in f]):.0f}",
+                f"{median([x.num_prompts_launched for x in f]):.0f}",
                 f"{median([x.num_samples_aborted for x in f]):.0f}",
-                f"{median([x.samples_per_s for x in f]):.1f}",
-                f"{median([x.completion_tokens_per_s for x in f]):.0f}",
-                f"{median([r.idle_share for r in rs]):.0%}",
-                f"{median([r.mean_running for r in rs]):.1f}",
                 f"{median([x.reward_wait_s for x in f]):.2f}",
                 f"{median([r.router_cpu for r in rs]):.0%}",
             ]
         )
+    rates = list(pass_rates(args).values())
     print(
-        f"Rollout: {args.prompts} prompts x {args.samples} samples, target {target} groups "
-        f"({args.target:.0%}); {args.workers} sim workers, profile {Path(args.profile).name} (lognormal lengths, "
-        f"ignore_eos off, max_new_tokens {args.max_new_tokens}), time scale {args.time_scale:g}; in flight at most "
-        f"{args.sync_batch * args.samples} samples (one synchronous batch of {args.sync_batch} prompts); "
+        f"Rollout: {args.target_valid} valid groups x {args.samples} samples wanted from a source of {args.prompts} "
+        f"prompts (modelled pass rates: {UNSOLVED:.0%} never solved, {SOLVED:.0%} always, the rest Beta(1.4, 1.6); "
+        f"mean {sum(rates) / len(rates):.0%}); {args.workers} sim workers, profile {Path(args.profile).name} "
+        f"(lognormal lengths, max_new_tokens {args.max_new_tokens}), time scale {args.time_scale:g}; in flight at "
+        f"most {limit} samples (one naive batch of {args.sync_batch} prompts); oversampling {args.oversampling:g}; "
         f"{args.rounds} alternating rounds, medians"
     )
     print(
-        f"verifier: {verdicts}; each task holds one of {args.verify_slots} sandbox slots for ~{args.verify_s:g} s "
-        f"modelled (lognormal sigma 0.5, x time scale)"
+        f"verifier: {verdicts}; verdicts modelled from each problem's pass rate; each task holds one of "
+        f"{args.verify_slots} sandbox slots for ~{args.verify_s:g} s modelled (lognormal sigma 0.5, x time scale)"
     )
     for mode, what in MODES.items():
-        print(f"  {mode:<14} {what}")
+        print(f"  {mode:<18} {what}")
     print(
         table(
             [
                 "mode",
                 "wall s",
-                "groups done",
-                "samples done",
-                "aborted/unstarted",
-                "samples/s",
-                "tokens/s",
+                "speedup",
                 "worker idle",
-                "mean running/worker",
+                "slot idle",
+                "sample waste",
+                "batch",
+                "zero-var groups",
+                "surplus groups",
+                "launched",
+                "aborted samples",
                 "reward wait s",
                 "router cpu",
             ],
             rows,
         )
     )
-    sync = median([r.wall_s for r in runs["synchronous"]])
-    fifo = median([r.wall_s for r in runs["seamless+fifo"]])
-    full = median([r.wall_s for r in runs["seamless"]])
-    groups = {m: median([r.finished.num_prompts_finished / r.wall_s for r in rs]) for m, rs in runs.items()}
+    full = stats["early termination"]
+    base = stats["naive"]
     print(
-        f"seamless without early termination ({args.prompts} groups) vs synchronous ({target}+ groups): "
-        f"wall-clock {ratio(sync, full):.2f}x, groups/s {ratio(groups['seamless'], groups['synchronous']):.2f}x"
+        f"full pipeline vs naive dynamic sampling: wall-clock {full[0]:.2f} s vs {base[0]:.2f} s -> speedup "
+        f"{ratio(base[0], full[0]):.2f}x; sample waste {full[3]:.1%} (naive {base[3]:.1%}); worker idle "
+        f"{full[1]:.1%} (naive {base[1]:.1%}); slot idle {full[2]:.1%} (naive {base[2]:.1%})"
     )
-    print(f"rollout wall-clock: seamless {fifo:.2f} s vs synchronous {sync:.2f} s -> speedup {ratio(sync, fifo):.2f}")
     return 0
 
 
