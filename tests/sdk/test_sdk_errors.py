@@ -9,6 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import code_pb2, status_pb2
+from grpc_status import rpc_status
 from mimo_client import (
     NO_RETRY,
     Cancelled,
@@ -24,7 +26,7 @@ from mimo_client import (
 from mimo_client.errors import retry_after_s
 
 from tests.support.sdk_api import Api
-from tests.support.sdk_fakes import FakeServer
+from tests.support.sdk_fakes import FakeServer, retry_info_trailer
 
 CODES = [
     (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument, "sampling.top_p: must be in (0, 1], got 1.5"),
@@ -69,6 +71,37 @@ async def test_resource_exhausted_carries_retry_advice(make_api: Callable[..., A
             await api.call("generate", "x")
         advice.append(caught.value.retry_after_s)
     assert advice == [0.25, 1.5, None]
+
+
+async def test_standard_retry_advice_comes_first(make_api: Callable[..., Api], fake: FakeServer) -> None:
+    api = make_api(retry=NO_RETRY)
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    # RetryInfo beats the older trailer and the phrase; then gRPC's pushback trailer; a negative pushback,
+    # and a details trailer that is not a Status, fall back to retry-after-ms.
+    trailers = [
+        (*retry_info_trailer(0.75), ("retry-after-ms", "250")),
+        (("grpc-retry-pushback-ms", "120"), ("retry-after-ms", "250")),
+        (("grpc-retry-pushback-ms", "-1"), ("retry-after-ms", "250")),
+        (("grpc-status-details-bin", b"\xff not a status"), ("retry-after-ms", "250")),
+    ]
+    for trailing in trailers:
+        fake.script.fail("Generate", exhausted, "queue full, retry after 9s", trailing=trailing)
+    advice = []
+    for _ in trailers:
+        with pytest.raises(ResourceExhausted) as caught:
+            await api.call("generate", "x")
+        advice.append(caught.value.retry_after_s)
+    assert advice == [pytest.approx(0.75), 0.12, 0.25, 0.25]
+
+
+async def test_a_status_without_retry_info_falls_back(make_api: Callable[..., Api], fake: FakeServer) -> None:
+    api = make_api(retry=NO_RETRY)
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="full")  # no details at all
+    trailing = (*rpc_status.to_status(status).trailing_metadata, ("retry-after-ms", "40"))
+    fake.script.fail("Generate", grpc.StatusCode.RESOURCE_EXHAUSTED, "full", trailing=trailing)
+    with pytest.raises(ResourceExhausted) as caught:
+        await api.call("generate", "x")
+    assert caught.value.retry_after_s == 0.04
 
 
 @pytest.mark.parametrize(

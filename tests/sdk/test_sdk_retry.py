@@ -20,7 +20,7 @@ from mimo_client import (
 )
 
 from tests.support.sdk_api import Api
-from tests.support.sdk_fakes import ANSWER, FakeServer
+from tests.support.sdk_fakes import ANSWER, FakeServer, retry_info_trailer
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
@@ -68,6 +68,17 @@ async def test_idempotent_retry_waits_for_the_servers_retry_after(
     codes = frozenset({UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
     api = make_api(retry=RetryPolicy(initial_backoff_s=0.001, max_backoff_s=0.002, retryable_codes=codes))
     fake.script.fail("CountTokens", grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", trailing=[("retry-after-ms", "300")])
+    start = time.monotonic()
+    assert await api.call("count_tokens", "abc") == 3
+    assert time.monotonic() - start >= 0.3 and fake.script.calls["CountTokens"] == 2
+
+
+async def test_idempotent_retry_waits_for_the_standard_retry_info(
+    make_api: Callable[..., Api], fake: FakeServer
+) -> None:
+    codes = frozenset({UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+    api = make_api(retry=RetryPolicy(initial_backoff_s=0.001, max_backoff_s=0.002, retryable_codes=codes))
+    fake.script.fail("CountTokens", grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", trailing=retry_info_trailer(0.3))
     start = time.monotonic()
     assert await api.call("count_tokens", "abc") == 3
     assert time.monotonic() - start >= 0.3 and fake.script.calls["CountTokens"] == 2

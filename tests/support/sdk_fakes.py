@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from mimo_client.v1 import (
     common_pb2,
     inference_pb2,
@@ -323,3 +326,12 @@ class FakeServer:
     def stop(self) -> None:
         self.script.release.set()
         self.server.stop(grace=None)
+
+
+def retry_info_trailer(delay_s: float) -> tuple[tuple[str, str | bytes], ...]:
+    """The standard form, built with googleapis-common-protos and grpcio-status as a server would."""
+    detail = any_pb2.Any()
+    delay = duration_pb2.Duration(seconds=int(delay_s), nanos=int(delay_s % 1 * 1e9))
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="queue full", details=[detail])
+    return tuple(rpc_status.to_status(status).trailing_metadata)

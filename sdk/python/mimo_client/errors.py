@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from mimo_client._status import STATUS_DETAILS_KEY, retry_info_delay_s
+
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 # "retry after 250ms", "retry after 0.5 s", "retry-after-ms=250", "retry_after_s: 2"
@@ -97,18 +99,34 @@ def from_rpc_error(error: grpc.RpcError) -> MimoError:
 
 
 def retry_after_s(message: str, metadata: Metadata = ()) -> float | None:
-    """Retry advice: trailing metadata `retry-after-ms` first, else a "retry after ..." phrase in the message."""
-    for key, value in metadata:
-        if key.lower() == "retry-after-ms":
-            try:
-                return max(0.0, float(value)) / 1e3
-            except ValueError:
-                break
+    """The server's retry advice, standard forms first.
+
+    `google.rpc.RetryInfo` in the `grpc-status-details-bin` trailer, then `grpc-retry-pushback-ms` (gRPC's
+    retry design, A6; a negative value is ignored), then MiMo's older `retry-after-ms` trailer, then a
+    "retry after ..." phrase in the message.
+    """
+    trailers = {key.lower(): value for key, value in metadata}
+    details = trailers.get(STATUS_DETAILS_KEY)
+    if isinstance(details, bytes) and (delay := retry_info_delay_s(details)) is not None:
+        return delay
+    for key in ("grpc-retry-pushback-ms", "retry-after-ms"):
+        if (ms := _milliseconds(trailers.get(key))) is not None:
+            return ms / 1e3
     match = _RETRY_AFTER.search(message)
     if match is None:
         return None
     unit = (match.group("key_unit") or match.group("unit") or "s").lower()
     return float(match.group("value")) / (1e3 if unit.startswith("m") else 1.0)
+
+
+def _milliseconds(value: str | bytes | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.decode() if isinstance(value, bytes) else value)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return number if number >= 0 else None
 
 
 def _metadata_tuple(metadata: Iterable[Any] | None) -> Metadata:
