@@ -13,7 +13,7 @@ ChatInput = Sequence[Message | Mapping[str, Any]]
 
 SAMPLING_FIELDS = frozenset(common_pb2.SamplingParams.DESCRIPTOR.fields_by_name)
 _REWARD_MODES = {"pass_rate": 1, "strict": 2, "soft": 3}
-_EARLY_TERMINATION = {"never": 1, "fifo": 2}
+_EARLY_TERMINATION = {"never": 1, "fifo": 2, "launch_order": 3}
 _ROLLOUT_MODES = {"seamless": 1, "synchronous": 2}
 
 

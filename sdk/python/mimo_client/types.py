@@ -224,6 +224,19 @@ class GroupFinished:
     mean_reward: float
     all_correct: bool
     all_wrong: bool
+    zero_variance: bool = False  # no reward variance: dynamic sampling drops it
+    scored: bool = True  # False: sampling only (no reward task, no scorer)
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemStat:
+    """A dataset problem's pass-rate state after the rollout (the router keeps it across rollouts)."""
+
+    prompt_id: str
+    rollouts: int
+    pass_rate: float
+    last_pass_rate: float
+    easy: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +253,14 @@ class RolloutFinished:
     reward_wait_s: float
     early_terminated: bool
     unfinished_prompt_ids: list[str]
+    # dynamic sampling (target_valid_groups): the training batch, in launch order, and what else was generated
+    selected_prompt_ids: list[str] = field(default_factory=list)
+    num_groups_valid: int = 0
+    num_groups_zero_variance: int = 0
+    num_groups_surplus: int = 0
+    num_prompts_launched: int = 0
+    target_met: bool = False
+    dataset_stats: list[ProblemStat] = field(default_factory=list)
 
 
 RolloutEvent = SampleFinished | GroupFinished | RolloutFinished
@@ -321,13 +342,16 @@ def rollout_event_from_pb(pb: rollout_pb2.RolloutEvent) -> RolloutEvent | None:
     if kind == "group":
         g = pb.group
         return GroupFinished(
-            *ids, g.prompt_index, g.prompt_id, g.num_samples, g.pass_rate, g.mean_reward, g.all_correct, g.all_wrong
-        )
+            *ids, g.prompt_index, g.prompt_id, g.num_samples, g.pass_rate, g.mean_reward, g.all_correct, g.all_wrong,
+            g.zero_variance, g.scored,
+        )  # fmt: skip
     if kind == "finished":
         f = pb.finished
         return RolloutFinished(
             *ids, f.num_prompts_finished, f.num_prompts_unfinished, f.num_samples_finished, f.num_samples_aborted,
             f.wall_s, f.samples_per_s, f.completion_tokens_per_s, f.reward_wait_s, f.early_terminated,
-            list(f.unfinished_prompt_ids),
+            list(f.unfinished_prompt_ids), list(f.selected_prompt_ids), f.num_groups_valid,
+            f.num_groups_zero_variance, f.num_groups_surplus, f.num_prompts_launched, f.target_met,
+            [ProblemStat(s.prompt_id, s.rollouts, s.pass_rate, s.last_pass_rate, s.easy) for s in f.dataset_stats],
         )  # fmt: skip
     return None
