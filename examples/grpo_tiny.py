@@ -5,10 +5,9 @@ Each step:
    held-out combinations excluded) x G samples at temperature 1, rewarded by the verifier service;
 2. group-relative advantages (reward minus the group mean, over the group's std); groups with no reward
    variance carry no gradient and are dropped, as GRPO trainers do;
-3. a policy-gradient step in torch on the returned token ids: a PPO-clipped objective whose importance
-   ratio is against the logprobs of the policy that sampled (computed here from the weights the workers
-   were just given; the torch worker's own sampled-token logprobs equal these, tests/worker/engine/
-   test_torch_weights.py), two passes over the batch, so the second pass is off-policy by one update;
+3. a policy-gradient step in torch on the returned prompt and response token ids: a PPO-clipped objective
+   whose importance ratio is against the sampling logprobs the service returned with each sample
+   (SampleFinished.logprobs, the worker's own; --passes > 1 makes later passes off-policy);
 4. a checkpoint on disk (config, tokenizer, every tensor including the MTP layer) and `UpdateWeights`
    on every worker (mimo.v1.WorkerControl); the next rollout is checked to run on the new version.
 Every few steps the held-out pass rate (greedy, one sample per problem) is measured through the service.
@@ -50,6 +49,7 @@ MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "token
 class Sample:
     prompt_ids: list[int]
     response_ids: list[int]
+    sampling_logprobs: list[float]  # from the worker that sampled them (SampleFinished.logprobs)
     advantage: float
 
 
@@ -63,19 +63,22 @@ def rollout(client: MimoClient, prompts: list[RolloutPrompt], n: int, version: s
     return [e for e in events if type(e).__name__ == "SampleFinished"]
 
 
-def advantages(samples: list, prompts: list[RolloutPrompt]) -> list[Sample]:
+def advantages(samples: list) -> list[Sample]:
     groups: dict[int, list] = {}
     for s in samples:
         groups.setdefault(s.prompt_index, []).append(s)
     out = []
-    for index, group in groups.items():
+    for group in groups.values():
         rewards = [s.reward for s in group]
         std = statistics.pstdev(rewards)
         if std == 0:
             continue
         mean = statistics.fmean(rewards)
-        ids = list(prompts[index].token_ids or [])
-        out += [Sample(ids, list(s.token_ids), (s.reward - mean) / (std + 1e-6)) for s in group if s.token_ids]
+        out += [
+            Sample(list(s.prompt_token_ids), list(s.token_ids), list(s.logprobs), (s.reward - mean) / (std + 1e-6))
+            for s in group
+            if s.token_ids and len(s.logprobs) == len(s.token_ids)
+        ]
     return out
 
 
@@ -94,14 +97,20 @@ def sequence_logprobs(model: MiMoForCausalLM, batch: list[Sample]) -> tuple[torc
     return chosen, mask[:, 1:]
 
 
+def sampled(batch: list[Sample]) -> torch.Tensor:
+    """The sampling logprobs laid out like `sequence_logprobs` (row t predicts token t + 1)."""
+    width = max(len(s.prompt_ids) + len(s.response_ids) for s in batch)
+    out = torch.zeros(len(batch), width - 1)
+    for i, s in enumerate(batch):
+        start = len(s.prompt_ids) - 1
+        out[i, start : start + len(s.response_ids)] = torch.tensor(s.sampling_logprobs)
+    return out
+
+
 def train_step(model: MiMoForCausalLM, opt: torch.optim.Optimizer, samples: list[Sample], args) -> float:
     if not samples:
         return 0.0
-    with torch.no_grad():  # the sampling policy's logprobs: the weights every worker serves now
-        old = [
-            sequence_logprobs(model, samples[i : i + args.micro_batch])[0]
-            for i in range(0, len(samples), args.micro_batch)
-        ]
+    old = [sampled(samples[i : i + args.micro_batch]) for i in range(0, len(samples), args.micro_batch)]
     total = 0.0
     for _ in range(args.passes):
         opt.zero_grad()
@@ -181,7 +190,7 @@ async def main(args: argparse.Namespace) -> int:
             assert all(s.weight_version == version for s in samples)
             reward = statistics.fmean(s.reward for s in samples)
             t1 = time.perf_counter()
-            batch = advantages(samples, prompts)
+            batch = advantages(samples)
             loss = train_step(model, opt, batch, args)
             version = f"step-{step}"
             path = save_checkpoint(model, work / version)
