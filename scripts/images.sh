@@ -126,7 +126,7 @@ build_podman() {
   if [[ $ONLY != sglang ]]; then
     build_one podman build "${common[@]}" "${mounts[@]}" --build-arg "PYTHON_IMAGE=$python_image" \
       --build-arg "TORCH=$TORCH" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL:-$(torch_index)}" \
-      -f docker/Dockerfile -t "$(main_tag)" .
+      --ignorefile docker/Dockerfile.dockerignore -f docker/Dockerfile -t "$(main_tag)" .
   fi
   if [[ $ONLY != main ]]; then
     if ! can_pull "$sglang_image"; then
@@ -136,7 +136,8 @@ build_podman() {
       sglang_image=$STANDIN_SGLANG sglang_tag=-standin
     fi
     build_one podman build "${common[@]}" "${mounts[@]}" --build-arg "SGLANG_IMAGE=$sglang_image" \
-      -f docker/Dockerfile.sglang -t "$IMAGE_REPO-sglang:$IMAGE_TAG$sglang_tag" .
+      --ignorefile docker/Dockerfile.sglang.dockerignore -f docker/Dockerfile.sglang \
+      -t "$IMAGE_REPO-sglang:$IMAGE_TAG$sglang_tag" .
   fi
 }
 
