@@ -90,3 +90,36 @@ def test_the_rendered_prometheus_rule_carries_the_release_thresholds(scenario: s
 
 def render_defaults() -> dict[str, Any]:
     return dict(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+RUNBOOKS = CHART.parents[1] / "docs" / "runbooks.md"
+RUNBOOK_BASE = "https://github.com/mimo-serve/mimo-serve/blob/main/docs/runbooks.md"
+
+
+def runbook_sections() -> dict[str, str]:
+    """docs/runbooks.md's `## Name` sections by GitHub's anchor for them (the heading in lower case)."""
+    parts = RUNBOOKS.read_text().split("\n## ")[1:]
+    return {part.split("\n", 1)[0].strip().lower(): part for part in parts}
+
+
+def test_every_alert_links_a_runbook_section_that_says_what_to_check_and_do() -> None:
+    sections = runbook_sections()
+    for name, rule in alerts(rules_file()).items():
+        url = rule["annotations"].get("runbook_url", "")
+        assert url == f"{RUNBOOK_BASE}#{name.lower()}", f"{name}: runbook_url is {url!r}"
+        section = sections.get(name.lower())
+        assert section is not None, f"docs/runbooks.md has no section for {name}"
+        for part in ("**Means.**", "**Check.**", "**Do.**"):
+            assert part in section, f"docs/runbooks.md, {name}: no {part}"
+    assert set(sections) == {n.lower() for n in alerts(rules_file())}, "a runbook for an alert that is gone"
+
+
+def test_the_chart_points_runbook_links_at_its_own_base() -> None:
+    values = {
+        "monitoring": {"prometheusRule": {"enabled": True}},
+        "alerts": {"runbookBaseUrl": "https://wiki.example/mimo/"},
+    }
+    ours = alerts({"groups": one(render(values), "PrometheusRule")["spec"]["groups"][1:]})
+    assert {r["annotations"]["runbook_url"] for r in ours.values()} == {
+        f"https://wiki.example/mimo#{n.lower()}" for n in ours
+    }
