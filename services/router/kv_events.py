@@ -80,12 +80,15 @@ class KvEventIndex:
         self._workers.pop(worker, None)
 
     def match(self, input_ids: Sequence[int], workers: Sequence[str]) -> dict[str, int]:
-        """Leading prompt tokens each worker holds in its cache (0 for a worker with no events)."""
-        out = dict.fromkeys(workers, 0)
+        """Leading prompt tokens each worker holds in its cache, for the workers this index has events of."""
+        out: dict[str, int] = {}
         keys_by_size: dict[int, list[int]] = {}
         for worker in workers:
             state = self._workers.get(worker)
-            if state is None or not state.block_size:
+            if state is None:
+                continue
+            out[worker] = 0
+            if not state.block_size:
                 continue
             keys = keys_by_size.setdefault(state.block_size, block_hashes(input_ids, state.block_size))
             depth = 0

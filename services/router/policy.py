@@ -117,11 +117,19 @@ class CacheAwareConfig:
     max_groups: int = 100_000
 
 
+class CacheTruth(Protocol):
+    """The workers' own cache state (services/router/kv_events.KvEventIndex, fed by their KV events):
+    leading prompt tokens cached, for the workers it has events of (others absent)."""
+
+    def match(self, input_ids: Sequence[int], workers: Sequence[str]) -> dict[str, int]: ...
+
+
 class CacheAware(_Base):
     name = "cache_aware"
 
-    def __init__(self, config: CacheAwareConfig | None = None) -> None:
+    def __init__(self, config: CacheAwareConfig | None = None, truth: CacheTruth | None = None) -> None:
         self.config = config or CacheAwareConfig()
+        self.truth = truth  # where a worker publishes KV events, they replace this router's guess
         self.index = PrefixIndex(self.config.block_tokens, self.config.max_blocks_per_worker)
         self._groups: OrderedDict[str, str] = OrderedDict()  # group key -> worker url
 
@@ -142,9 +150,12 @@ class CacheAware(_Base):
         request.keys = (
             request.keys if request.keys is not None else block_keys(request.input_ids, self.config.block_tokens)
         )
-        depth = self.index.match(request.keys, [w.url for w in workers])
-        best = max(workers, key=lambda w: (depth[w.url], -load_of(w)))
-        ratio = depth[best.url] * self.config.block_tokens / max(1, len(request.input_ids))
+        urls = [w.url for w in workers]
+        matched = {url: d * self.config.block_tokens for url, d in self.index.match(request.keys, urls).items()}
+        if self.truth is not None:
+            matched.update(self.truth.match(request.input_ids, urls))
+        best = max(workers, key=lambda w: (matched[w.url], -load_of(w)))
+        ratio = matched[best.url] / max(1, len(request.input_ids))
         metrics.PREFIX_MATCH.observe(ratio)
         if ratio >= self.config.cache_threshold:
             return self.decide(best, "prefix_hit", ratio)

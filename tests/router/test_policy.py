@@ -81,6 +81,26 @@ def test_cache_aware_sends_shared_prefix_to_the_same_worker():
     assert other.reason == "prefix_miss" and other.worker is not first.worker  # least loaded
 
 
+def test_cache_aware_trusts_worker_kv_events_over_its_own_guess():
+    """The index is the real KvEventIndex fed one real KvEventBatch (as a worker's stream delivers it)."""
+    from smg_grpc_proto.generated import common_pb2
+
+    from services.router.kv_events import KvEventIndex, block_hashes
+
+    ws = [worker("a"), worker("b")]
+    truth = KvEventIndex()
+    p = CacheAware(CacheAwareConfig(block_tokens=4), truth=truth)
+    prompt = list(range(100, 164))
+    p.on_dispatch(RouteRequest(prompt), ws[0])  # the router's guess: "a" has it
+    blocks = [common_pb2.KvBlock(block_hash=h, block_size=16) for h in block_hashes(prompt, 16)]
+    cleared = common_pb2.KvCacheEvent(event_id=1, cleared=common_pb2.KvCacheCleared())
+    stored = common_pb2.KvCacheEvent(event_id=2, stored=common_pb2.KvBlocksStored(blocks=blocks))
+    truth.apply("a", common_pb2.KvEventBatch(sequence_number=1, events=[cleared]))  # "a" evicted it all
+    truth.apply("b", common_pb2.KvEventBatch(sequence_number=1, events=[cleared, stored]))
+    choice = p.select(RouteRequest([*prompt, 1]), ws)
+    assert choice.worker is ws[1] and choice.reason == "prefix_hit"
+
+
 def test_cache_aware_falls_back_to_least_load_when_imbalanced():
     ws = [worker("a", 100), worker("b", 2)]
     p = CacheAware(CacheAwareConfig(block_tokens=4))
