@@ -18,6 +18,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.server import Service
+from services.text.modeldir import bundle_chunks, tokenizer_bundle
 from services.worker import kv_events, metrics
 from services.worker.control import SERVICE_NAME as CONTROL_SERVICE_NAME
 from services.worker.control import VERSION_METADATA, ControlServicer, GenerationGate
@@ -32,7 +33,6 @@ from services.worker.engine_api import (
 )
 from services.worker.protocol import chunk_response, complete_response, to_generate_input
 from services.worker.stream_stats import StreamStats
-from services.text.modeldir import bundle_chunks, tokenizer_bundle
 
 log = logging.getLogger(__name__)
 

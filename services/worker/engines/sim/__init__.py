@@ -20,4 +20,4 @@ def build(args: argparse.Namespace) -> SimEngine:
         max_running_requests=args.max_running_requests,
         kv_capacity_tokens=args.kv_cache_tokens,
     )
-    return SimEngine(profile, args.model, args.served_model_name, args.time_scale)
+    return SimEngine(profile, args.model, args.served_model_name, args.time_scale, args.weight_version)

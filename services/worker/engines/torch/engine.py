@@ -31,8 +31,8 @@ from services.worker.engine_api import (
     validate_common,
 )
 from services.worker.engines.torch.core import CoreConfig, EngineCore, RequestOutput
-from services.worker.kv_events import KvEventLog
 from services.worker.engines.torch.weights import install_when_idle, read_checkpoint
+from services.worker.kv_events import KvEventLog
 from services.worker.model import MiMoForCausalLM, load_mimo
 from services.worker.model_info import read_model_info
 
