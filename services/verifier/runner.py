@@ -139,7 +139,9 @@ def _clear_here(stuck):
 
 def _empty_tree():
     """Empty the current directory, however deep: a loop (no recursion), one name per syscall (no PATH_MAX)."""
-    levels = [("", set())]  # (name of this level in its parent, subdirectories that could not be removed)
+    levels: list[tuple[str, set[str]]] = [
+        ("", set())
+    ]  # (name of this level in its parent, subdirectories that could not be removed)
     while levels:
         sub = _clear_here(levels[-1][1])
         if sub is not None:

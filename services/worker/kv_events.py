@@ -134,6 +134,7 @@ class KvEventLog:
 def to_proto(batch: EventBatch, block_size: int) -> common_pb2.KvEventBatch:
     """SMG's KvEventBatch: one KvCacheEvent per event, event ids numbered within the batch from 1."""
     from smg_grpc_proto.generated import common_pb2
+
     events = []
     for i, event in enumerate(batch.events, start=1):
         if isinstance(event, BlockStored):
