@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -96,6 +97,13 @@ class GenerationGate:
         return released
 
 
+def timeout_of(value: float) -> float | None:
+    """A request's timeout_s: 0 means the default; None when it is not a usable number of seconds."""
+    if not math.isfinite(value) or not 0 <= value <= DEFAULT_TIMEOUT_S:
+        return None
+    return value or DEFAULT_TIMEOUT_S
+
+
 class ControlServicer(pb_grpc.WorkerControlServicer):
     def __init__(self, engine: Engine, gate: GenerationGate) -> None:
         self._engine = engine
@@ -104,8 +112,12 @@ class ControlServicer(pb_grpc.WorkerControlServicer):
     async def PauseGeneration(
         self, request: pb.PauseGenerationRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseGenerationResponse:
+        if request.mode not in pb.PauseMode.values():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mode: unknown pause mode {request.mode}")
+        if (timeout_s := timeout_of(request.timeout_s)) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"timeout_s: must be in [0, {DEFAULT_TIMEOUT_S:g}]")
         is_abort = request.mode != pb.PAUSE_MODE_WAIT
-        aborted, drained = await self._gate.pause(is_abort, request.timeout_s or DEFAULT_TIMEOUT_S)
+        aborted, drained = await self._gate.pause(is_abort, timeout_s)
         log.info("generation paused", extra={"mode": "abort" if is_abort else "wait", "aborted": aborted})
         return pb.PauseGenerationResponse(num_aborted=aborted, num_in_flight=self._gate.num_in_flight, drained=drained)
 
@@ -123,6 +135,8 @@ class ControlServicer(pb_grpc.WorkerControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model_path: must be set")
         if not request.weight_version:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "weight_version: must be set")
+        if timeout_of(request.timeout_s) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"timeout_s: must be in [0, {DEFAULT_TIMEOUT_S:g}]")
         if self._gate.update_lock.locked():
             await context.abort(grpc.StatusCode.ABORTED, "another weight update is running on this worker")
         async with self._gate.update_lock:
@@ -136,7 +150,7 @@ class ControlServicer(pb_grpc.WorkerControlServicer):
     async def _update(
         self, request: pb.UpdateWeightsRequest, context: grpc.aio.ServicerContext, was_paused: bool
     ) -> pb.UpdateWeightsResponse:
-        timeout_s = request.timeout_s or DEFAULT_TIMEOUT_S
+        timeout_s = timeout_of(request.timeout_s) or DEFAULT_TIMEOUT_S
         if was_paused:
             drained = await self._gate.wait_idle(timeout_s)
         else:

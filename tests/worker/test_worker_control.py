@@ -107,3 +107,20 @@ async def test_a_checkpoint_of_another_model_is_refused_naming_model_path(worker
     assert "weight_version" in (err.value.details() or "")
     state = await worker.control.GetWeightVersion(wc.GetWeightVersionRequest(), timeout=10)
     assert state.weight_version == "v0" and not state.is_paused  # refused updates leave the worker serving
+
+
+async def test_bad_control_requests_are_invalid_argument_naming_the_field(worker: Worker) -> None:
+    path = str(worker.model_dir)
+    bad = [
+        (worker.control.PauseGeneration, wc.PauseGenerationRequest(mode=7), "mode"),
+        (worker.control.PauseGeneration, wc.PauseGenerationRequest(timeout_s=float("nan")), "timeout_s"),
+        (worker.control.PauseGeneration, wc.PauseGenerationRequest(timeout_s=-1), "timeout_s"),
+        (worker.control.UpdateWeights, wc.UpdateWeightsRequest(model_path=path, weight_version="v1", timeout_s=1e9), "timeout_s"),
+        (worker.control.UpdateWeights, wc.UpdateWeightsRequest(weight_version="v1"), "model_path"),
+    ]  # fmt: skip
+    for call, request, field in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and (err.value.details() or "").startswith(field)
+    state = await worker.control.GetWeightVersion(wc.GetWeightVersionRequest(), timeout=10)
+    assert state.weight_version == "v0" and not state.is_paused
