@@ -1,4 +1,4 @@
-"""API keys: several named bearer tokens, compared in constant time, with optional per-key request and token rate
+"""API keys (grpc-free; the gRPC interceptor is in interceptors.py): several named bearer tokens, compared in constant time, with optional per-key request and token rate
 limits (the `limits` library's moving window) and usage metrics per key. Health checks stay open.
 
 A keys file (a Kubernetes Secret mounted as a file) is YAML or JSON:
@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextvars
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import grpc
 import yaml
 from limits import RateLimitItemPerMinute, storage, strategies
 from prometheus_client import Counter
@@ -26,8 +24,11 @@ from prometheus_client import Counter
 AUTH_REQUESTS = Counter("mimo_auth_requests_total", "Calls by API key and outcome", ["key", "outcome"])
 AUTH_TOKENS = Counter("mimo_auth_tokens_total", "Prompt + completion tokens served, by API key", ["key"])
 
-# The key of the call being served (set around each authenticated handler), so usage can be charged to it.
-CURRENT_KEY: contextvars.ContextVar[ApiKey | None] = contextvars.ContextVar("mimo_api_key", default=None)
+# The key of the call being served and its ring (set around each authenticated handler), so the pipeline can
+# charge the tokens it served to it, whatever front end the call came in through.
+CURRENT_KEY: contextvars.ContextVar[tuple[ApiKey, KeyRing] | None] = contextvars.ContextVar(
+    "mimo_api_key", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,68 +113,8 @@ class KeyRing:
                     self._limiter.hit(limit, "tokens", key.name, cost=remaining)
 
 
-def charge_current(num_tokens: int, ring: KeyRing | None) -> None:
+def charge_current(num_tokens: int) -> None:
     """Charge tokens to the key of the call being served (no-op without auth)."""
-    key = CURRENT_KEY.get()
-    if key is not None and ring is not None:
+    if (current := CURRENT_KEY.get()) is not None:
+        key, ring = current
         ring.charge_tokens(key, num_tokens)
-
-
-class KeyRingInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without a known key (UNAUTHENTICATED) or over a key's limit (RESOURCE_EXHAUSTED with retry
-    advice); health checks stay open. The key is visible to the handler as CURRENT_KEY."""
-
-    def __init__(self, ring: KeyRing, retry_metadata: Callable[[float, str], Sequence[tuple[str, Any]]]) -> None:
-        self._ring = ring
-        self._retry_metadata = retry_metadata
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if handler_call_details.method.startswith(("/grpc.health.v1.Health/", "/grpc.reflection.")):
-            return await continuation(handler_call_details)
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        key = self._ring.authenticate(metadata.get("authorization"))
-        if key is None:
-            AUTH_REQUESTS.labels("", "unauthenticated").inc()
-            return _deny(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown API key (authorization: Bearer …)")
-        try:
-            self._ring.admit(key)
-        except Limited as e:
-            AUTH_REQUESTS.labels(key.name, "limited").inc()
-            return _deny(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e), self._retry_metadata(e.retry_after_s, str(e)))
-        AUTH_REQUESTS.labels(key.name, "ok").inc()
-        handler = await continuation(handler_call_details)
-        return _with_key(handler, key) if handler is not None else handler
-
-
-def _deny(code: grpc.StatusCode, message: str, trailers: Sequence[tuple[str, Any]] = ()) -> grpc.RpcMethodHandler:
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if trailers:
-            context.set_trailing_metadata(tuple(trailers))
-        await context.abort(code, message)
-
-    return grpc.unary_unary_rpc_method_handler(deny)
-
-
-def _with_key(handler: grpc.RpcMethodHandler, key: ApiKey) -> grpc.RpcMethodHandler:
-    if handler.unary_unary:
-        inner_unary = handler.unary_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            CURRENT_KEY.set(key)
-            return await inner_unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
-    if handler.unary_stream:
-        inner_stream = handler.unary_stream
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            CURRENT_KEY.set(key)
-            async for response in inner_stream(request, context):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer, handler.response_serializer)
-    return handler  # client-streaming calls: none in the public API

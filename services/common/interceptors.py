@@ -5,11 +5,12 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
+from services.common.auth import AUTH_REQUESTS, CURRENT_KEY, ApiKey, KeyRing, Limited
 from services.common.metrics import RpcMetrics
 
 log = logging.getLogger("access")
@@ -127,3 +128,63 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
         return grpc.unary_unary_rpc_method_handler(deny)
+
+
+class KeyRingInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without a known key (UNAUTHENTICATED) or over a key's limit (RESOURCE_EXHAUSTED with retry
+    advice); health checks stay open. The key is visible to the handler as CURRENT_KEY."""
+
+    def __init__(self, ring: KeyRing, retry_metadata: Callable[[float, str], Sequence[tuple[str, Any]]]) -> None:
+        self._ring = ring
+        self._retry_metadata = retry_metadata
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if handler_call_details.method.startswith(("/grpc.health.v1.Health/", "/grpc.reflection.")):
+            return await continuation(handler_call_details)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        key = self._ring.authenticate(metadata.get("authorization"))
+        if key is None:
+            AUTH_REQUESTS.labels("", "unauthenticated").inc()
+            return _deny(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown API key (authorization: Bearer …)")
+        try:
+            self._ring.admit(key)
+        except Limited as e:
+            AUTH_REQUESTS.labels(key.name, "limited").inc()
+            return _deny(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e), self._retry_metadata(e.retry_after_s, str(e)))
+        AUTH_REQUESTS.labels(key.name, "ok").inc()
+        handler = await continuation(handler_call_details)
+        return _with_key(handler, key, self._ring) if handler is not None else handler
+
+
+def _deny(code: grpc.StatusCode, message: str, trailers: Sequence[tuple[str, Any]] = ()) -> grpc.RpcMethodHandler:
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if trailers:
+            context.set_trailing_metadata(tuple(trailers))
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
+def _with_key(handler: grpc.RpcMethodHandler, key: ApiKey, ring: KeyRing) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        inner_unary = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            CURRENT_KEY.set((key, ring))
+            return await inner_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+    if handler.unary_stream:
+        inner_stream = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            CURRENT_KEY.set((key, ring))
+            async for response in inner_stream(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer, handler.response_serializer)
+    return handler  # client-streaming calls: none in the public API

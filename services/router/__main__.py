@@ -9,8 +9,9 @@ from pathlib import Path
 
 from mimo_client.v1 import inference_pb2_grpc, rollout_pb2_grpc
 
-from services.common.auth import ApiKey, KeyRing, KeyRingInterceptor, KeysError, load_keys
+from services.common.auth import ApiKey, KeyRing, KeysError, load_keys
 from services.common.config import add_server_args, env_default, parse_target, server_settings
+from services.common.interceptors import KeyRingInterceptor
 from services.common.server import Service, run
 from services.router.admission import Admission, AdmissionConfig
 from services.router.breaker import CircuitBreaker
@@ -142,8 +143,8 @@ def main(argv: Sequence[str]) -> int:
         http = HttpApi(pipeline, lambda: tokenizer.snapshot, args.http_listen, keys, settings.grace_s)
 
         def register(server) -> None:
-            inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(pipeline, keys), server)
-            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards, keys, runs), server)
+            inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(pipeline), server)
+            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards, runs), server)
 
         async def on_start() -> None:
             await tokenizer.start(args.tokenizer_timeout_s)

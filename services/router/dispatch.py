@@ -66,6 +66,7 @@ class Dispatcher:
             timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
             worker.add_in_flight(n)
             received = finished = 0
+            failed = False
             try:
                 async for event in worker.client.generate(request, timeout):
                     received += 1
@@ -74,6 +75,7 @@ class Dispatcher:
                 worker.record_success()
                 return
             except WorkerCallFailed as e:
+                failed = True  # the worker ended the call itself: nothing of it is left to abort
                 if e.transport:
                     worker.record_failure("connect" if e.code == "UNAVAILABLE" and not received else "stream")
                 if received:
@@ -88,7 +90,7 @@ class Dispatcher:
                 raise _public(e) from e
             finally:
                 worker.add_in_flight(-n)
-                if finished < n:
+                if finished < n and not failed:  # the caller left early
                     self._abort(worker, request.request_id)
         raise Unavailable(f"gave up after {self.max_attempts} attempts")
 

@@ -125,7 +125,7 @@ class HttpApi:
                 self._keys.admit(key)
             except Limited as e:
                 return error_response(Rejected("key_limit", str(e), e.retry_after_s))
-            CURRENT_KEY.set(key)
+            CURRENT_KEY.set((key, self._keys))
         try:
             return await handler(request)
         except web.HTTPException as e:

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
+from services.common.auth import charge_current
 from services.common.logs import REQUEST_ID
 from services.router import metrics
 from services.router.admission import Admission
@@ -210,6 +211,7 @@ class Pipeline:
                     metrics.GENERATED_TOKENS.inc(len(delta.token_ids))
                 yield delta
             metrics.E2E.labels(request.method).observe(time.monotonic() - request.arrived)
+            charge_current(gen.usage().total_tokens)  # the caller's API key, whichever front end it came through
         unfinished = [s.index for s in gen.samples if not s.is_done]
         if unfinished:
             raise Unavailable(f"the worker's stream ended without finishing samples {unfinished}")

@@ -12,14 +12,12 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from mimo_client.v1 import inference_pb2, inference_pb2_grpc, rollout_pb2, rollout_pb2_grpc
 
-from services.common.auth import KeyRing, charge_current
 from services.router import wire
 from services.router.domain import (
     DeadlineExceeded,
     InvalidRequest,
     Rejected,
     RouterError,
-    SampleFinished,
     Unauthenticated,
     Unavailable,
     UnknownModel,
@@ -88,9 +86,8 @@ def stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., As
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
-    def __init__(self, pipeline: Pipeline, keys: KeyRing | None = None) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self.keys = keys
 
     async def _prepare(self, request: Any, chat: bool, stream: bool, context: grpc.aio.ServicerContext) -> Generation:
         self.pipeline.check_model(request.model)
@@ -101,7 +98,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     async def _respond(self, gen: Generation, response_type: Any) -> Any:
         await self.pipeline.run(gen)
-        charge_current(gen.usage().total_tokens, self.keys)
         return response_type(
             request_id=gen.request_id,
             model=self.pipeline.model_name,
@@ -112,7 +108,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def _stream(self, gen: Generation, response_type: Any) -> AsyncIterator[Any]:
         async for delta in self.pipeline.stream(gen):
             yield response_type(request_id=gen.request_id, delta=wire.delta_pb(delta))
-        charge_current(gen.usage().total_tokens, self.keys)
         yield response_type(request_id=gen.request_id, usage=wire.usage_pb(gen.usage()))
 
     @unary_errors
@@ -158,12 +153,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
 
 class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
-    def __init__(
-        self, pipeline: Pipeline, scorer: Scorer, keys: KeyRing | None = None, runs: RolloutRuns | None = None
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, scorer: Scorer, runs: RolloutRuns | None = None) -> None:
         self.pipeline = pipeline
         self.scorer = scorer
-        self.keys = keys
         self.runs = runs or RolloutRuns(ScorerPool(scorer))  # sources, scorers, policies (issue 18)
 
     @stream_errors
@@ -173,6 +165,4 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         deadline = wire.deadline_in(context.time_remaining())
         spec = wire.rollout_spec(request, self.pipeline.vocab_size, deadline)
         async for event in stream_rollout(self.runs.build(self.pipeline, spec)):
-            if isinstance(event, SampleFinished):
-                charge_current(event.usage.total_tokens, self.keys)
             yield wire.rollout_event_pb(spec, event)

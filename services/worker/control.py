@@ -117,7 +117,7 @@ class ControlServicer(pb_grpc.WorkerControlServicer):
         if (timeout_s := timeout_of(request.timeout_s)) is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"timeout_s: must be in [0, {DEFAULT_TIMEOUT_S:g}]")
         is_abort = request.mode != pb.PAUSE_MODE_WAIT
-        aborted, drained = await self._gate.pause(is_abort, timeout_s)
+        aborted, drained = await self._gate.pause(is_abort, timeout_s or DEFAULT_TIMEOUT_S)
         log.info("generation paused", extra={"mode": "abort" if is_abort else "wait", "aborted": aborted})
         return pb.PauseGenerationResponse(num_aborted=aborted, num_in_flight=self._gate.num_in_flight, drained=drained)
 
