@@ -93,6 +93,8 @@ async def start(settings: ServerSettings, service: Service) -> RunningServer:
     interceptors = [MetricsInterceptor(rpc_metrics(settings.service)), *server_interceptors(), *service.interceptors]
     server = grpc.aio.server(options=options, interceptors=interceptors)
     health = HealthServicer()
+    # grpc_health starts the overall service ("") at SERVING; nothing is ready until on_start has run
+    await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service.register(server)
     names = [*service.names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]

@@ -123,3 +123,26 @@ def test_port_in_use_is_a_clear_startup_error():
     assert out.returncode == 2
     assert f"mimo-serve sleepy: --listen: cannot bind 127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_overall_health_is_not_serving_until_the_start_hooks_have_run():
+    """grpc_health's servicer starts "" at SERVING; a router still fetching its tokenizer must not read as ready
+    (CI once sent a rollout to a router whose tokenizer had not loaded: UNKNOWN "tokenizer not loaded")."""
+    from services.common.config import ServerSettings
+    from services.common.server import Service, start
+
+    loaded = asyncio.Event()
+    service = Service(register=lambda server: None, names=["test.Service"], on_start=[loaded.wait])
+    port = free_port()
+    settings = ServerSettings(service="test", listen=f"127.0.0.1:{port}", metrics_port=None, grace_s=0.1)
+    starting = asyncio.create_task(start(settings, service))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await channel.channel_ready()  # bound and answering, its start hook still waiting
+            assert await health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+            loaded.set()
+            running = await starting
+            assert await health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+            await running.server.stop(0)
+    finally:
+        starting.cancel()
