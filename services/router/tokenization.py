@@ -15,6 +15,7 @@ from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
 from services.common.server import StartupError
 from services.common.tracing import client_interceptors
+from services.router.domain import Unavailable
 from services.router.prompts import TokenizerSnapshot
 from services.text.artifacts import ArtifactsError, load_tokenizer_dir, save_artifact_chunks
 from services.text.chat import ChatTemplate
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class RouterTokenizer:
-    """Keeps the current artifacts; `refresh()` refetches when the service's hash changes."""
+    """Keeps the current artifacts; `refresh()` refetches when the service's hash changes. Before the first load,
+    `snapshot` raises Unavailable (UNAVAILABLE / HTTP 503), never a bare error."""
 
     def __init__(self, target: str, cache_dir: Path | None = None, refresh_s: float = 30.0) -> None:
         # round_robin: every replica behind a headless Service (or a multi-address target) takes its share
@@ -83,7 +85,7 @@ class RouterTokenizer:
     @property
     def snapshot(self) -> TokenizerSnapshot:
         if self.current is None:
-            raise RuntimeError("tokenizer not loaded")
+            raise Unavailable("the router has not loaded its tokenizer yet; retry shortly")
         return self.current
 
     async def stop(self) -> None:
