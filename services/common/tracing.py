@@ -3,7 +3,9 @@
 `OTEL_TRACES_EXPORTER=otlp` (needs `opentelemetry-exporter-otlp-proto-grpc`; endpoint from
 `OTEL_EXPORTER_OTLP_ENDPOINT`) or `console` turns it on; `OTEL_SERVICE_NAME` names the service (default
 `mimo-<service>`). Spans come from opentelemetry-instrumentation-grpc's interceptors, which carry `traceparent` in
-gRPC metadata, so one call is one trace across router → worker → verifier.
+gRPC metadata, so one call is one trace across router → worker → verifier; and from
+opentelemetry-instrumentation-aiohttp-server, whose middleware makes an HTTP request's W3C `traceparent` header
+the parent of the router's span for it (the OpenAI HTTP front).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -45,6 +48,9 @@ def setup_tracing(service: str) -> None:
         else:
             log.warning("unknown OTEL_TRACES_EXPORTER entry; ignored", extra={"exporter": name})
     trace.set_tracer_provider(provider)
+    # Every aiohttp.web.Application made after this gets the tracing middleware (it extracts `traceparent`);
+    # servers build theirs after setup_tracing (services/common/server.py run()).
+    AioHttpServerInstrumentor().instrument(tracer_provider=provider)
 
 
 def server_interceptors() -> list[Any]:

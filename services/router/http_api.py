@@ -2,7 +2,8 @@
 
 Same pipeline as the gRPC servicers (admission, routing, retries, breakers), same bearer-token check, errors in
 OpenAI's shape. A client that disconnects cancels its handler (aiohttp `handler_cancellation`), which cancels the
-pipeline stream and so the worker call.
+pipeline stream and so the worker call. With tracing on, the app is built after `setup_tracing` instrumented
+aiohttp (services/common/tracing.py), so a request's `traceparent` header is the parent of its router span.
 """
 
 from __future__ import annotations
