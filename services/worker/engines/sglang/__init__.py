@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 import sys
 
 from services.common.net import free_port
+from services.worker.engines.sglang.child_metrics import ChildMetrics, sidecar_port
 from services.worker.engines.sglang.engine import SglangEngine
 from services.worker.engines.sglang.launcher import SglangChild, SglangSetupError, check_versions, installed_versions
 from services.worker.engines.sglang.profile import build_command, load_sglang_profile
@@ -35,5 +38,17 @@ def build(args: argparse.Namespace) -> SglangEngine:
     except ValueError as e:
         raise SglangSetupError(str(e)) from e
     check_versions(installed_versions(profile.python or sys.executable), profile)
-    port = args.sglang_port or free_port()
-    return SglangEngine(profile, SglangChild(build_command(profile, "127.0.0.1", port), f"127.0.0.1:{port}"))
+    port = args.sglang_port or _free_port_pair()
+    child = SglangChild(build_command(profile, "127.0.0.1", port), f"127.0.0.1:{port}")
+    metrics_url = f"http://127.0.0.1:{sidecar_port(port, profile.extra_args)}/metrics"
+    return SglangEngine(profile, child, ChildMetrics(metrics_url) if profile.is_metrics_enabled else None)
+
+
+def _free_port_pair() -> int:
+    """A free port whose next one is free too: SGLang's metrics sidecar takes `--port + 1` by default."""
+    for _ in range(50):
+        port = free_port()
+        with contextlib.suppress(OSError, OverflowError), socket.socket() as s:
+            s.bind(("127.0.0.1", port + 1))
+            return port
+    raise SglangSetupError("no two adjacent free loopback ports for the SGLang child; pass --sglang-port")

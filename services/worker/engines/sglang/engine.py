@@ -33,6 +33,7 @@ from services.worker.engine_api import (
     WeightsRejected,
     validate_common,
 )
+from services.worker.engines.sglang.child_metrics import ChildMetrics
 from services.worker.engines.sglang.launcher import SglangChild
 from services.worker.engines.sglang.profile import SglangProfile
 from services.worker.protocol import from_response, to_sampling_proto
@@ -44,11 +45,15 @@ ADMIN_TIMEOUT = aiohttp.ClientTimeout(total=1800)  # reading a 15.7 GB checkpoin
 
 
 class SglangEngine:
-    """Forwards generation to the child; caches its GetLoads for the metrics and our own GetLoads."""
+    """Forwards generation to the child; caches its GetLoads for the metrics and our own GetLoads.
 
-    def __init__(self, profile: SglangProfile, child: SglangChild) -> None:
+    With `child_metrics`, SGLang's own metrics join ours on the worker's /metrics from start to stop.
+    """
+
+    def __init__(self, profile: SglangProfile, child: SglangChild, child_metrics: ChildMetrics | None = None) -> None:
         self._profile = profile
         self._child = child
+        self._child_metrics = child_metrics
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.SglangSchedulerStub | None = None
         self._info: EngineModelInfo | None = None
@@ -61,12 +66,16 @@ class SglangEngine:
         """Start SGLang and wait for its HealthCheck; readiness (grpc.health SERVING) follows this."""
         self._channel = grpc.aio.insecure_channel(self._child.target)
         self._stub = pb_grpc.SglangSchedulerStub(self._channel)
+        if self._child_metrics is not None:
+            self._child_metrics.register()  # mimo_worker_sglang_metrics_up is 0 while SGLang loads
         await self._child.start()
         try:
             await self._child.wait_healthy(self._stub, self._profile.startup_timeout_s)
             self._info = await self._read_model_info(self._stub)
         except BaseException:
             await self._child.stop(self._profile.stop_timeout_s)
+            if self._child_metrics is not None:
+                self._child_metrics.unregister()
             raise
         self._tasks = [asyncio.create_task(self._poll_loads()), asyncio.create_task(self._watch_child())]
 
@@ -76,6 +85,8 @@ class SglangEngine:
         for task in self._tasks:
             task.cancel()
         await self._child.stop(self._profile.stop_timeout_s)
+        if self._child_metrics is not None:
+            self._child_metrics.unregister()
         if self._channel is not None:
             await self._channel.close()
 

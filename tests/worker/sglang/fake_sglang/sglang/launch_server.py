@@ -1,8 +1,10 @@
 """A stand-in SGLang server for the launcher tests: `python -m sglang.launch_server <SGLang args>`.
 
 It serves HealthCheck, GetModelInfo, GetServerInfo, GetLoads, Generate (a token every FAKE_TOKEN_DELAY_S),
-Abort and FlushCache (and, with FAKE_ADMIN_PORT, SGLang's HTTP `POST /update_weights_from_disk`), becomes healthy after FAKE_STARTUP_S, and appends JSON events to FAKE_SGLANG_LOG:
-its argv and pid at start, and how many requests were running when SIGTERM arrived.
+Abort and FlushCache (and, with FAKE_ADMIN_PORT, SGLang's HTTP `POST /update_weights_from_disk`), becomes healthy
+after FAKE_STARTUP_S, and appends JSON events to FAKE_SGLANG_LOG: its argv and pid at start, and how many requests
+were running when SIGTERM arrived. With --enable-metrics it serves `GET /metrics` as SGLang's gRPC-mode HTTP
+sidecar does: on --host, port --grpc-http-sidecar-port (default --port + 1), OpenMetrics text, `sglang:*` names.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 
 import grpc
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
 from smg_grpc_proto.generated import common_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
@@ -28,6 +32,12 @@ def record(event: dict) -> None:
 
 def arg(name: str) -> str:
     return sys.argv[sys.argv.index(name) + 1]
+
+
+METRICS = CollectorRegistry()
+LABELS = ["model_name"]
+PROMPT_TOKENS = Counter("sglang:prompt_tokens", "Number of prefill tokens processed.", LABELS, registry=METRICS)
+RUNNING_REQS = Gauge("sglang:num_running_reqs", "The number of running requests.", LABELS, registry=METRICS)
 
 
 class FakeScheduler(pb_grpc.SglangSchedulerServicer):
@@ -60,6 +70,8 @@ class FakeScheduler(pb_grpc.SglangSchedulerServicer):
 
     async def Generate(self, request, context):
         self.running.add(request.request_id)
+        PROMPT_TOKENS.labels("fake").inc(len(request.tokenized.input_ids))
+        RUNNING_REQS.labels("fake").set(len(self.running))
         delay = float(os.environ.get("FAKE_TOKEN_DELAY_S", "0.01"))
         out: list[int] = []
         try:
@@ -86,6 +98,7 @@ class FakeScheduler(pb_grpc.SglangSchedulerServicer):
             )
         finally:
             self.running.discard(request.request_id)
+            RUNNING_REQS.labels("fake").set(len(self.running))
 
     async def Abort(self, request, context):
         return pb.AbortResponse(success=False)
@@ -114,6 +127,27 @@ async def admin_app() -> web.AppRunner:
     return runner
 
 
+async def metrics_sidecar() -> web.AppRunner | None:
+    """SGLang's gRPC-mode sidecar: GET /metrics; a port it cannot bind is logged, not fatal (as in SGLang)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(METRICS), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    flag = "--grpc-http-sidecar-port"
+    port = int(arg(flag)) if flag in sys.argv else int(arg("--port")) + 1
+    try:
+        await web.TCPSite(runner, arg("--host"), port).start()
+    except OSError as e:
+        record({"event": "sidecar_failed", "error": str(e)})
+        await runner.cleanup()
+        return None
+    return runner
+
+
 async def main() -> None:
     record({"event": "start", "argv": sys.argv[1:], "pid": os.getpid()})
     server = grpc.aio.server()
@@ -122,13 +156,15 @@ async def main() -> None:
     server.add_insecure_port(f"{arg('--host')}:{arg('--port')}")
     await server.start()
     admin = await admin_app() if os.environ.get("FAKE_ADMIN_PORT") else None
+    sidecar = await metrics_sidecar() if "--enable-metrics" in sys.argv else None
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     record({"event": "sigterm", "running": len(scheduler.running)})
     await server.stop(0)
-    if admin is not None:
-        await admin.cleanup()
+    for runner in (admin, sidecar):
+        if runner is not None:
+            await runner.cleanup()
 
 
 if __name__ == "__main__":
