@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mimo_client.v1 import inference_pb2_grpc, rollout_pb2_grpc
+from mimo_client.v1 import admin_pb2_grpc, inference_pb2_grpc, rollout_pb2_grpc
 
 from services.common.auth import ApiKey, KeyRing, KeysError, load_keys
 from services.common.config import add_server_args, env_default, parse_target, server_settings
@@ -18,13 +18,14 @@ from services.router.breaker import CircuitBreaker
 from services.router.datasets import DatasetRegistry
 from services.router.discovery import make_discovery
 from services.router.dispatch import Dispatcher
+from services.router.fleet import Fleet
 from services.router.http_api import HttpApi
 from services.router.pipeline import Pipeline
 from services.router.policy import POLICIES, make_policy
 from services.router.rewards import RewardClient
 from services.router.rollout_runs import RolloutRuns, load_dataset, parse_dataset_flag
 from services.router.scorers import ScorerPool
-from services.router.server import InferenceServicer, RolloutServicer, retry_advice
+from services.router.server import AdminServicer, InferenceServicer, RolloutServicer, retry_advice
 from services.router.tokenization import RouterTokenizer
 from services.router.wire import dataset_prompts
 from services.router.worker_client import WorkerClient
@@ -136,6 +137,7 @@ def main(argv: Sequence[str]) -> int:
             lambda: tokenizer.snapshot,
             args.model_name,
         )
+        fleet = Fleet(pool)
         discovery = make_discovery(args, pool, static)
         rewards = RewardClient(verifier_target, retry_s=args.reward_retry_s)
         runs = RolloutRuns(ScorerPool(rewards), dataset_scorers={f.name: f.scorer for f in datasets})
@@ -144,7 +146,8 @@ def main(argv: Sequence[str]) -> int:
 
         def register(server) -> None:
             inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(pipeline), server)
-            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards, runs), server)
+            rollout_pb2_grpc.add_RolloutServicer_to_server(RolloutServicer(pipeline, rewards, runs, fleet), server)
+            admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(fleet), server)
 
         async def on_start() -> None:
             await tokenizer.start(args.tokenizer_timeout_s)
@@ -159,6 +162,7 @@ def main(argv: Sequence[str]) -> int:
 
         async def on_stop() -> None:
             await discovery.stop()
+            await fleet.stop()
             await pool.stop()
             await tokenizer.stop()
             await rewards.close()
@@ -166,7 +170,7 @@ def main(argv: Sequence[str]) -> int:
 
         return Service(
             register=register,
-            names=["mimo.v1.Inference", "mimo.v1.Rollout"],
+            names=["mimo.v1.Inference", "mimo.v1.Rollout", "mimo.v1.Admin"],
             on_start=[on_start],
             on_drain=[http.drain] if http_on else [],
             on_stop=[http.stop, on_stop] if http_on else [on_stop],

@@ -55,6 +55,14 @@ class Unauthenticated(RouterError):
     """No valid credentials."""
 
 
+class Conflict(RouterError):
+    """Another operation holds what the call needs (a weight update is already running)."""
+
+
+class FailedPrecondition(RouterError):
+    """The system is not in the state the call needs (the fleet serves an older weight version)."""
+
+
 # --- requests -------------------------------------------------------------------------------------------------
 
 
@@ -370,6 +378,7 @@ class RolloutSpec:
     dataset: str = ""  # prompts drawn from a registered dataset (services/router/datasets.py)
     scorer: str = ""  # host:port of an external mimo.v1.Verifier (empty: the router's)
     reward_timing: RewardTiming = RewardTiming.PER_SAMPLE
+    min_weight_version: str = ""  # refuse unless the fleet serves at least this (fleet.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +410,7 @@ class GroupFinished:
     num_reward_errors: int = 0
     zero_variance: bool = False  # no reward variance: dynamic sampling drops it
     scored: bool = True  # False: sampling only
+    num_aborted: int = 0  # ended aborted (partial tokens), not scored, left out of the statistics
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,3 +44,16 @@ HTTP_LATENCY = Histogram(
     ["route"],
     buckets=LATENCY_BUCKETS_S,
 )
+WORKER_WEIGHT_VERSION = Gauge(
+    "mimo_router_worker_weight_version_info", "1 for the weight version each worker reports", ["worker", "version"]
+)
+FLEET_WEIGHT_VERSION = Gauge(
+    "mimo_router_fleet_weight_version_info", "1 for the version the fleet serves (the last update's)", ["version"]
+)
+WEIGHT_UPDATES = Counter(
+    "mimo_router_weight_updates", "Fleet weight updates by result (ok, partial, refused, failed)", ["result"]
+)
+WEIGHT_UPDATE_SECONDS = Histogram(
+    "mimo_router_weight_update_seconds", "UpdateWeights call to every updated worker serving", buckets=LATENCY_BUCKETS_S
+)
+WORKERS_HELD = Gauge("mimo_router_workers_held", "Workers kept out of routing by the fleet (updating or behind)")

@@ -32,6 +32,7 @@ from services.router.outputs import Sample
 from services.router.pipeline import Generation, Pipeline
 
 DEFAULT_MAX_SAMPLES_IN_FLIGHT = 256
+ABORTED = Reward(0.0, Verdict.UNSPECIFIED, "aborted: partial output, not scored")
 
 
 class Scorer(Protocol):
@@ -110,8 +111,11 @@ class RolloutRun:
         return RewardRequest(f"{state.prompt.prompt_id}/{sample.index}", sample.answer, state.prompt.reward)
 
     def _record(self, state: PromptState, gen: Generation, sample: Sample, reward: Reward, ended: float) -> None:
-        """Emit the sample's event, and the group's when it is the last; count finished prompts."""
+        """Emit the sample's event, and the group's when it is the last; count finished prompts. An aborted
+        sample (a weight update's abort) comes back with its partial tokens, unscored and out of the statistics."""
         now = time.monotonic()
+        if sample.finish is FinishReason.ABORT:
+            reward = ABORTED
         state.results[sample.index] = (sample, reward)
         self.tokens += len(sample.token_ids)
         metrics.observe_sample(reward.reward, now - ended)
@@ -134,8 +138,12 @@ class RolloutRun:
         )
         if len(state.results) < self.n:
             return
-        scored = [r for _, r in state.results.values() if not r.is_error]  # an outage is not a wrong answer
-        errors = self.n - len(scored)
+        aborted = sum(1 for s, _ in state.results.values() if s.finish is FinishReason.ABORT)
+        self.aborted_samples += aborted
+        scored = [  # an outage is not a wrong answer, nor is a sample cut short
+            r for s, r in state.results.values() if not r.is_error and s.finish is not FinishReason.ABORT
+        ]
+        errors = self.n - len(scored) - aborted
         self.reward_errors += errors
         correct = [r.verdict is Verdict.CORRECT for r in scored]
         pass_rate = sum(correct) / len(scored) if scored else 0.0
@@ -153,6 +161,7 @@ class RolloutRun:
             num_reward_errors=errors,
             zero_variance=len(rewards) < 2 or max(rewards) - min(rewards) <= 1e-9,
             scored=any(r.verdict is not Verdict.UNSPECIFIED for r in scored),
+            num_aborted=aborted,
         )
         self.events.put_nowait(group)
         self.finished_prompts.append(state.index)
@@ -164,6 +173,9 @@ class RolloutRun:
     # --- seamless -------------------------------------------------------------------------------------------
     async def _verify_one(self, state: PromptState, gen: Generation, sample: Sample) -> None:
         ended = time.monotonic()
+        if sample.finish is FinishReason.ABORT:  # partial output: nothing to score
+            self._record(state, gen, sample, ABORTED, ended)
+            return
         self.clock.change(verifying=1)
         try:
             (reward,) = await self.scorer.verify([self._reward_request(state, sample)], self.spec.deadline)
@@ -271,7 +283,7 @@ class RolloutRun:
         wall_s = time.monotonic() - self.started
         done = set(self.finished_prompts)
         unfinished = [s for s in self.states if s.index not in done]
-        finished_samples = sum(len(s.results) for s in self.states if s.index in done)
+        finished_samples = sum(len(s.results) for s in self.states if s.index in done) - self.aborted_samples
         if self.early_terminated:
             metrics.EARLY_TERMINATIONS.inc()
         self.events.put_nowait(
@@ -279,7 +291,9 @@ class RolloutRun:
                 num_prompts_finished=len(done),
                 num_prompts_unfinished=len(unfinished),
                 num_samples_finished=finished_samples,
-                num_samples_aborted=len(unfinished) * self.n - sum(len(s.results) for s in unfinished),
+                num_samples_aborted=len(unfinished) * self.n
+                - sum(len(s.results) for s in unfinished)
+                + self.aborted_samples,
                 wall_s=wall_s,
                 samples_per_s=finished_samples / wall_s if wall_s else 0.0,
                 completion_tokens_per_s=self.tokens / wall_s if wall_s else 0.0,

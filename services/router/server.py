@@ -1,8 +1,9 @@
-"""`mimo.v1.Inference` and `mimo.v1.Rollout` over the pipeline: proto in (wire.py), domain call, proto out;
+"""`mimo.v1.Inference`, `mimo.v1.Rollout` and `mimo.v1.Admin` over the pipeline and the fleet: proto in (wire.py), domain call, proto out;
 the one map from domain errors to gRPC status codes."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -10,11 +11,13 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from mimo_client.v1 import inference_pb2, inference_pb2_grpc, rollout_pb2, rollout_pb2_grpc
+from mimo_client.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc, rollout_pb2, rollout_pb2_grpc
 
-from services.router import wire
+from services.router import admin_wire, wire
 from services.router.domain import (
+    Conflict,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidRequest,
     Rejected,
     RouterError,
@@ -22,6 +25,7 @@ from services.router.domain import (
     Unavailable,
     UnknownModel,
 )
+from services.router.fleet import Fleet
 from services.router.pipeline import Generation, Pipeline
 from services.router.rollout import Scorer, stream_rollout
 from services.router.rollout_runs import RolloutRuns
@@ -34,6 +38,8 @@ STATUS: dict[type[RouterError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Conflict: grpc.StatusCode.ABORTED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -153,10 +159,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
 
 class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
-    def __init__(self, pipeline: Pipeline, scorer: Scorer, runs: RolloutRuns | None = None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, scorer: Scorer, runs: RolloutRuns | None = None, fleet: Fleet | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.scorer = scorer
         self.runs = runs or RolloutRuns(ScorerPool(scorer))  # sources, scorers, policies (issue 18)
+        self.fleet = fleet  # weight updates wait for running rollouts (fleet.py)
 
     @stream_errors
     async def Rollout(
@@ -164,5 +173,26 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
     ) -> AsyncIterator[rollout_pb2.RolloutEvent]:
         deadline = wire.deadline_in(context.time_remaining())
         spec = wire.rollout_spec(request, self.pipeline.vocab_size, deadline)
-        async for event in stream_rollout(self.runs.build(self.pipeline, spec)):
-            yield wire.rollout_event_pb(spec, event)
+        held = self.fleet.rollout(spec.min_weight_version, deadline) if self.fleet else contextlib.nullcontext()
+        async with held:
+            async for event in stream_rollout(self.runs.build(self.pipeline, spec)):
+                yield wire.rollout_event_pb(spec, event)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    """Fleet weight updates (RL weight sync) and versions; behind the same API keys as inference."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    @unary_errors
+    async def UpdateWeights(
+        self, request: admin_pb2.FleetUpdateRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.FleetUpdateResponse:
+        model_path, version, abort_running, timeout_s = admin_wire.update_args(request)
+        return admin_wire.update_pb(await self.fleet.update(model_path, version, abort_running, timeout_s))
+
+    async def GetWeightVersions(
+        self, request: admin_pb2.GetWeightVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.FleetVersions:
+        return admin_wire.versions_pb(self.fleet.versions())

@@ -21,6 +21,7 @@ MAX_PROMPT_CHARS = 1_000_000  # well past a 32K-token context; checked before an
 MAX_MESSAGES = 4096
 MAX_CONSTRAINT_CHARS = 100_000
 MAX_ROLLOUT_PROMPTS = 100_000
+MAX_VERSION_CHARS = 256
 ROLES = {"system", "user", "assistant", "tool"}
 
 
@@ -246,6 +247,7 @@ def rollout_spec(request: rollout_pb2.RolloutRequest, vocab_size: int, deadline:
     n = check_samples(request.samples_per_prompt, 0, "samples_per_prompt")
     prompts = [rollout_prompt(p, i, vocab_size, f"prompts[{i}]") for i, p in enumerate(request.prompts)]
     _check(request.reward_timing in rollout_pb2.RewardTiming.values(), "reward_timing", "unknown reward timing")
+    _check(len(request.min_weight_version) <= MAX_VERSION_CHARS, "min_weight_version", "too long")
     _check(not request.scorer or ":" in request.scorer, "scorer", "give host:port of a mimo.v1.Verifier service")
     launch_order = request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_LAUNCH_ORDER
     dynamic = dynamic_sampling(request, launch_order)
@@ -276,6 +278,7 @@ def rollout_spec(request: rollout_pb2.RolloutRequest, vocab_size: int, deadline:
         reward_timing=d.RewardTiming.PER_GROUP
         if request.reward_timing == rollout_pb2.REWARD_TIMING_PER_GROUP
         else d.RewardTiming.PER_SAMPLE,
+        min_weight_version=request.min_weight_version,
     )
 
 
@@ -372,6 +375,7 @@ def rollout_event_pb(spec: d.RolloutSpec, event: d.RolloutEvent) -> rollout_pb2.
                 all_correct=event.all_correct,
                 all_wrong=event.all_wrong,
                 num_reward_errors=event.num_reward_errors,
+                num_aborted=event.num_aborted,
                 zero_variance=event.zero_variance,
                 scored=event.scored,
             )

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import struct_pb2
+from mimo_client.v1 import worker_control_pb2 as control_pb
+from mimo_client.v1 import worker_control_pb2_grpc as control_grpc
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
@@ -147,6 +149,7 @@ class WorkerClient:
         self.url = url
         self._channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS, interceptors=client_interceptors())
         self._stub = pb_grpc.SglangSchedulerStub(self._channel)
+        self._control = control_grpc.WorkerControlStub(self._channel)  # mimo.v1.WorkerControl, same port
 
     async def generate(self, request: WorkerRequest, timeout_s: float | None) -> AsyncIterator[WorkerEvent]:
         """The worker's events; leaving early (or being cancelled) cancels the call, which aborts it there."""
@@ -188,6 +191,43 @@ class WorkerClient:
         except grpc.aio.AioRpcError as e:
             raise failure(e) from e
         return WorkerModelInfo(info.model_path, info.max_context_length, info.vocab_size, info.weight_version)
+
+    # --- mimo.v1.WorkerControl (the fleet's weight updates) --------------------------------------------------
+    async def pause(self, abort: bool, timeout_s: float) -> int:
+        """Stop admitting; abort ends in-flight requests (partial outputs), wait lets them finish. Returns how many
+        were aborted."""
+        mode = control_pb.PAUSE_MODE_ABORT if abort else control_pb.PAUSE_MODE_WAIT
+        try:
+            reply = await self._control.PauseGeneration(
+                control_pb.PauseGenerationRequest(mode=mode, timeout_s=timeout_s), timeout=timeout_s + 5
+            )
+        except grpc.aio.AioRpcError as e:
+            raise failure(e) from e
+        return reply.num_aborted
+
+    async def resume(self) -> None:
+        try:
+            await self._control.ContinueGeneration(control_pb.ContinueGenerationRequest(), timeout=5)
+        except grpc.aio.AioRpcError as e:
+            raise failure(e) from e
+
+    async def update_weights(self, model_path: str, weight_version: str, timeout_s: float) -> float:
+        """Load a checkpoint in place (the prefix cache flushed); returns the worker's load time."""
+        request = control_pb.UpdateWeightsRequest(
+            model_path=model_path, weight_version=weight_version, flush_cache=True, timeout_s=timeout_s
+        )
+        try:
+            reply = await self._control.UpdateWeights(request, timeout=timeout_s + 5)
+        except grpc.aio.AioRpcError as e:
+            raise failure(e) from e
+        return reply.load_s
+
+    async def weight_version(self, timeout_s: float) -> str:
+        try:
+            info = await self._control.GetWeightVersion(control_pb.GetWeightVersionRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise failure(e) from e
+        return info.weight_version
 
     async def close(self) -> None:
         await self._channel.close()

@@ -27,6 +27,11 @@ class WorkerConnection(Protocol):
     async def health(self, timeout_s: float) -> tuple[bool, str]: ...
     async def load(self, timeout_s: float) -> WorkerLoad: ...
     async def model_info(self, timeout_s: float) -> WorkerModelInfo: ...
+    # mimo.v1.WorkerControl, for the fleet's weight updates (fleet.py)
+    async def pause(self, abort: bool, timeout_s: float) -> int: ...
+    async def resume(self) -> None: ...
+    async def update_weights(self, model_path: str, weight_version: str, timeout_s: float) -> float: ...
+    async def weight_version(self, timeout_s: float) -> str: ...
     async def close(self) -> None: ...
 
 
@@ -56,6 +61,8 @@ class Worker:
     load: WorkerLoad = field(default_factory=WorkerLoad)
     failed_checks: int = 0
     model_info: WorkerModelInfo | None = None
+    weight_version: str = ""  # as the worker last reported it (GetModelInfo on every probe, or the fleet's check)
+    hold: str | None = None  # why the fleet keeps it out of routing (updating, behind the fleet's version)
     on_change: Callable[[], None] | None = None  # the pool re-evaluates readiness
 
     def _changed(self) -> None:
@@ -64,7 +71,22 @@ class Worker:
 
     @property
     def is_routable(self) -> bool:
-        return self.state is WorkerState.READY and self.breaker.allows()
+        return self.state is WorkerState.READY and self.breaker.allows() and self.hold is None
+
+    def set_weight_version(self, version: str) -> None:
+        if version == self.weight_version:
+            return
+        with contextlib.suppress(KeyError):
+            metrics.WORKER_WEIGHT_VERSION.remove(self.url, self.weight_version)
+        self.weight_version = version
+        metrics.WORKER_WEIGHT_VERSION.labels(self.url, version).set(1)
+        self._changed()
+
+    def set_hold(self, reason: str | None) -> None:
+        if reason != self.hold:
+            log.info("worker hold", extra={"worker": self.url, "hold": reason or "released"})
+            self.hold = reason
+            self._changed()
 
     def add_in_flight(self, delta: int) -> None:
         self.in_flight += delta
@@ -98,8 +120,7 @@ class Worker:
             if not healthy:
                 raise RuntimeError(message or "unhealthy")
             load = await self.client.load(policy.timeout_s)
-            if self.model_info is None:
-                self.model_info = await self.client.model_info(policy.timeout_s)
+            self.model_info = await self.client.model_info(policy.timeout_s)  # its weight version may have changed
         except (TimeoutError, WorkerCallFailed, RuntimeError) as e:
             self.failed_checks += 1
             if self.failed_checks >= policy.failed_after:
@@ -112,6 +133,7 @@ class Worker:
         self.load = load
         if self.breaker.state is not CircuitState.CLOSED:
             self.record_success()  # a healthy probe lets trial traffic through (open -> half-open)
+        self.set_weight_version(self.model_info.weight_version)
         self._set_state(WorkerState.READY)
 
     async def close(self) -> None:
@@ -119,11 +141,14 @@ class Worker:
         for gauge in (metrics.WORKER_IN_FLIGHT, metrics.WORKER_STATE, metrics.CIRCUIT_STATE):
             with contextlib.suppress(KeyError):
                 gauge.remove(self.url)
+        with contextlib.suppress(KeyError):
+            metrics.WORKER_WEIGHT_VERSION.remove(self.url, self.weight_version)
 
 
 class WorkerPool:
     """The set of workers, kept current by discovery, probed by one health loop. "Routable" (ready, breaker not
-    open) is what readiness reports and what requests wait for."""
+    open, not held by the fleet, at the fleet's weight version) is what requests wait for; readiness also counts
+    a fleet update in progress as ready, so requests queue here during an update instead of being turned away."""
 
     def __init__(
         self, health: HealthPolicy, breaker: CircuitBreaker, connect: Callable[[str], WorkerConnection]
@@ -135,7 +160,11 @@ class WorkerPool:
         self._task: asyncio.Task[None] | None = None
         self._has_routable = asyncio.Event()
         self.on_removed: list[Callable[[str], None]] = []  # callbacks(url), e.g. the cache-aware policy forgets
-        self.on_routable: list[Callable[[bool], None]] = []  # callbacks(any routable), e.g. health readiness
+        self.on_routable: list[Callable[[bool], None]] = []  # callbacks(ready), e.g. health readiness
+        self.on_probed: list[Callable[[Worker], None]] = []  # after each successful probe (the fleet's catch-up)
+        self.target_version: str | None = None  # the fleet's version: workers elsewhere get no traffic
+        self.updating = False  # a fleet update is running (readiness holds)
+        self._ready = False
 
     async def add(self, url: str) -> Worker:
         """Add a worker and probe it at once (not on the next interval)."""
@@ -143,12 +172,18 @@ class WorkerPool:
             return self.workers[url]
         t = self._breaker_template
         worker = Worker(url, self._connect(url), CircuitBreaker(t.failure_threshold, t.success_threshold, t.open_s))
-        worker.on_change = self._refresh
+        worker.on_change = self.refresh
         self.workers[url] = worker
         log.info("worker added", extra={"worker": url})
-        await worker.probe(self._health)
-        self._refresh()
+        await self._probe(worker)
+        self.refresh()
         return worker
+
+    async def _probe(self, worker: Worker) -> None:
+        await worker.probe(self._health)
+        if worker.state is WorkerState.READY:
+            for callback in self.on_probed:
+                callback(worker)
 
     async def remove(self, url: str) -> None:
         worker = self.workers.pop(url, None)
@@ -158,41 +193,60 @@ class WorkerPool:
         worker.on_change = None
         for callback in self.on_removed:
             callback(url)
-        self._refresh()
+        self.refresh()
         await worker.close()
 
+    def at_target(self, worker: Worker) -> bool:
+        return self.target_version is None or worker.weight_version == self.target_version
+
     def routable(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.is_routable]
+        return [w for w in self.workers.values() if w.is_routable and self.at_target(w)]
+
+    def why_not_routable(self, worker: Worker) -> str:
+        """Empty when the worker gets traffic; else the first reason, for a person."""
+        if worker.state is not WorkerState.READY:
+            return worker.state.value
+        if not worker.breaker.allows():
+            return "breaker open"
+        if worker.hold is not None:
+            return worker.hold
+        if not self.at_target(worker):
+            return f"at weight version {worker.weight_version!r}, the fleet at {self.target_version!r}"
+        return ""
 
     def describe(self) -> str:
-        """Each worker's state, for a person: "h:p ready, h:p not_ready (breaker open)"."""
+        """Each worker's state, for a person: "h:p ready, h:p not_ready, h:p ready (breaker open)"."""
         if not self.workers:
             return "no workers known"
-        return ", ".join(
-            f"{w.url} {w.state.value}" + ("" if w.breaker.allows() else " (breaker open)")
-            for w in self.workers.values()
-        )
+        parts = []
+        for w in self.workers.values():
+            why = self.why_not_routable(w)
+            parts.append(f"{w.url} {w.state.value}" + (f" ({why})" if why and why != w.state.value else ""))
+        return ", ".join(parts)
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         now = bool(self.routable())
-        if now == self._has_routable.is_set():
-            return
-        if now:
-            self._has_routable.set()
-        else:
-            self._has_routable.clear()
-        log.info("pool routable" if now else "pool has no routable worker", extra={"workers": self.describe()})
-        for callback in self.on_routable:
-            callback(now)
+        if now != self._has_routable.is_set():
+            if now:
+                self._has_routable.set()
+            else:
+                self._has_routable.clear()
+            log.info("pool routable" if now else "pool has no routable worker", extra={"workers": self.describe()})
+        ready = now or (self.updating and bool(self.workers))
+        if ready != self._ready:
+            self._ready = ready
+            for callback in self.on_routable:
+                callback(ready)
 
     def report_routable(self, callback: Callable[[bool], None]) -> None:
-        """Call `callback` now with whether a worker is routable, and again at every change."""
+        """Call `callback` now with whether the pool is ready (a worker routable, or an update running), and again
+        at every change."""
         self.on_routable.append(callback)
-        callback(bool(self.routable()))
+        callback(self._ready)
 
     async def wait_routable(self, timeout_s: float) -> bool:
         """Until some worker is routable (True) or `timeout_s` passes (False)."""
-        self._refresh()
+        self.refresh()
         if self._has_routable.is_set():
             return True
         with contextlib.suppress(TimeoutError):
@@ -207,8 +261,8 @@ class WorkerPool:
             started = time.monotonic()
             workers = list(self.workers.values())
             due = [w for w in workers if w.state is not WorkerState.FAILED or int(started) % 5 == 0]
-            await asyncio.gather(*(w.probe(self._health) for w in due), return_exceptions=True)
-            self._refresh()  # a breaker's open period may have run out
+            await asyncio.gather(*(self._probe(w) for w in due), return_exceptions=True)
+            self.refresh()  # a breaker's open period may have run out
             await asyncio.sleep(max(0.0, self._health.interval_s - (time.monotonic() - started)))
 
     def start(self) -> None:

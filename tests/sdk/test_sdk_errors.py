@@ -13,8 +13,10 @@ from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 from mimo_client import (
     NO_RETRY,
+    Aborted,
     Cancelled,
     DeadlineExceeded,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     MimoError,
@@ -37,7 +39,9 @@ CODES = [
     (grpc.StatusCode.NOT_FOUND, NotFound, "model 'mimo-13b' is not served"),
     (grpc.StatusCode.CANCELLED, Cancelled, "aborted by the router"),
     (grpc.StatusCode.INTERNAL, Internal, "worker crashed"),
-    (grpc.StatusCode.FAILED_PRECONDITION, MimoError, "weights are loading"),
+    (grpc.StatusCode.FAILED_PRECONDITION, FailedPrecondition, "min_weight_version: '7' asked, the fleet serves '6'"),
+    (grpc.StatusCode.ABORTED, Aborted, "a weight update to '8' is running; one at a time"),
+    (grpc.StatusCode.DATA_LOSS, MimoError, "a code the SDK has no class for"),
 ]
 
 

@@ -3,8 +3,10 @@
 from mimo_client.aio import AsyncMimoClient
 from mimo_client.client import MimoClient
 from mimo_client.errors import (
+    Aborted,
     Cancelled,
     DeadlineExceeded,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     MimoError,
@@ -36,12 +38,17 @@ from mimo_client.types import (
     Usage,
     VerifyResult,
     VerifyTask,
+    WeightUpdate,
+    WeightVersions,
+    WorkerUpdate,
+    WorkerVersion,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NO_RETRY",
+    "Aborted",
     "AsyncMimoClient",
     "Cancelled",
     "ChatTemplateResult",
@@ -50,6 +57,7 @@ __all__ = [
     "CodeTest",
     "Completion",
     "DeadlineExceeded",
+    "FailedPrecondition",
     "GroupFinished",
     "Internal",
     "InvalidArgument",
@@ -75,4 +83,8 @@ __all__ = [
     "Usage",
     "VerifyResult",
     "VerifyTask",
+    "WeightUpdate",
+    "WeightVersions",
+    "WorkerUpdate",
+    "WorkerVersion",
 ]

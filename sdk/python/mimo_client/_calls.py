@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 from mimo_client import _convert
 from mimo_client import types as t
 from mimo_client.retry import Safety
-from mimo_client.v1 import inference_pb2, tokenizer_pb2
+from mimo_client.v1 import admin_pb2, inference_pb2, tokenizer_pb2
 
 T = TypeVar("T", covariant=True)
 IDEMPOTENT = Safety.IDEMPOTENT
@@ -20,7 +20,7 @@ ONCE = Safety.UNAVAILABLE_BEFORE_RESPONSE
 
 @dataclass(frozen=True, slots=True)
 class CallSpec(Generic[T]):
-    """One RPC to make: `stub` is "inference", "tokenizer", "verifier" or "rollout"; `method` the RPC name.
+    """One RPC to make: `stub` is "inference", "tokenizer", "verifier", "rollout" or "admin"; `method` the RPC name.
 
     For a stream, `convert` maps each message and may return None to skip one."""
 
@@ -127,3 +127,18 @@ def rollout(
     return CallSpec("rollout", "Rollout", request, t.rollout_event_from_pb, ONCE), len(prompts) * max(
         1, samples_per_prompt
     )
+
+
+def update_weights(
+    model_path: str, weight_version: str, abort_running: bool, timeout_s: float
+) -> CallSpec[t.WeightUpdate]:
+    request = admin_pb2.FleetUpdateRequest(
+        model_path=model_path, weight_version=weight_version, abort_running=abort_running, timeout_s=timeout_s
+    )
+    # ONCE: a second update while the first runs is ABORTED; the SDK never repeats one after a response
+    return CallSpec("admin", "UpdateWeights", request, t.weight_update_from_pb, ONCE)
+
+
+def weight_versions() -> CallSpec[t.WeightVersions]:
+    request = admin_pb2.GetWeightVersionsRequest()
+    return CallSpec("admin", "GetWeightVersions", request, t.weight_versions_from_pb, IDEMPOTENT)

@@ -12,7 +12,7 @@ import grpc
 
 from mimo_client._calls import CallSpec
 from mimo_client.retry import Attempts, RetryPolicy
-from mimo_client.v1 import inference_pb2_grpc, rollout_pb2_grpc, tokenizer_pb2_grpc, verifier_pb2_grpc
+from mimo_client.v1 import admin_pb2_grpc, inference_pb2_grpc, rollout_pb2_grpc, tokenizer_pb2_grpc, verifier_pb2_grpc
 
 USER_AGENT = "mimo-client/0.1.0"
 
@@ -108,6 +108,7 @@ class ClientBase:
         self._stubs: dict[str, Any] = {
             "inference": inference_pb2_grpc.InferenceStub(channels["main"]),
             "rollout": rollout_pb2_grpc.RolloutStub(channels["main"]),
+            "admin": admin_pb2_grpc.AdminStub(channels["main"]),
             "tokenizer": tokenizer_pb2_grpc.TokenizerStub(channels["tokenizer"]),
             "verifier": verifier_pb2_grpc.VerifierStub(channels["verifier"]),
         }

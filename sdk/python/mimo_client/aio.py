@@ -176,22 +176,44 @@ class AsyncMimoClient(ClientBase):
         weight_version: str = "", max_samples_in_flight: int = 0, early_termination: str = "never",
         target_prompts: int = 0, mode: str = "seamless", sync_batch_prompts: int = 0, progress: bool = False,
         target_valid_groups: int = 0, oversampling: float = 0.0, max_prompts_launched: int = 0, dataset: str = "",
-        scorer: str = "", timeout_s: float | None = None, **sampling: Any,
+        scorer: str = "", min_weight_version: str = "", timeout_s: float | None = None, **sampling: Any,
     ) -> AsyncIterator[t.RolloutEvent]:  # fmt: skip
         """Events as they happen: `SampleFinished` (with its reward), `GroupFinished`, then one `RolloutFinished`.
 
         `progress=True` shows a tqdm bar of finished samples (if tqdm is installed). Dynamic sampling:
         `target_valid_groups` groups with reward variance (zero-variance groups dropped), `early_termination=
         "launch_order"` for MiMo's rule, `dataset` to draw from a router-registered dataset (its easy pool and pass
-        rates), `scorer` (host:port of a mimo.v1.Verifier) for open rewards."""
+        rates), `scorer` (host:port of a mimo.v1.Verifier) for open rewards. `min_weight_version`: refuse
+        (FailedPrecondition) unless the fleet serves at least that version (see `update_weights`)."""
         spec, num_samples = _calls.rollout(
             prompts, samples_per_prompt, sampling, rollout_id=rollout_id, weight_version=weight_version,
             max_samples_in_flight=max_samples_in_flight, early_termination=early_termination,
             target_prompts=target_prompts, mode=mode, sync_batch_prompts=sync_batch_prompts,
             target_valid_groups=target_valid_groups, oversampling=oversampling,
             max_prompts_launched=max_prompts_launched, dataset=dataset, scorer=scorer,
+            min_weight_version=min_weight_version,
         )  # fmt: skip
         return self._with_progress(self._stream(spec, timeout_s), progress, num_samples)
+
+    # -- admin (RL weight sync)
+
+    async def update_weights(
+        self, model_path: str, weight_version: str, *, abort_running: bool = False, update_timeout_s: float = 0.0,
+        timeout_s: float | None = None,
+    ) -> t.WeightUpdate:  # fmt: skip
+        """Load the checkpoint directory `model_path` on every worker as `weight_version` (one update at a time).
+
+        Running rollouts finish first unless `abort_running` (their in-flight samples then come back aborted, with
+        their partial tokens); requests meanwhile wait in the router. Workers that failed are in `.failed` (out of
+        routing); when every worker refuses the checkpoint this raises `InvalidArgument` and the old weights
+        keep serving. `update_timeout_s` bounds the wait for rollouts and each worker's load (0: the router's
+        600 s); give `timeout_s` at least as long (a 7B checkpoint loads in tens of seconds)."""
+        spec = _calls.update_weights(model_path, weight_version, abort_running, update_timeout_s)
+        return await self._unary(spec, timeout_s)
+
+    async def weight_versions(self, *, timeout_s: float | None = None) -> t.WeightVersions:
+        """The fleet's weight version and each worker's (with why a worker gets no traffic)."""
+        return await self._unary(_calls.weight_versions(), timeout_s)
 
     # -- execution
 

@@ -72,6 +72,14 @@ class Internal(MimoError):
     """A server bug or an unexpected failure on the server side."""
 
 
+class FailedPrecondition(MimoError):
+    """The system is not in the state the call needs (e.g. the fleet serves an older weight version)."""
+
+
+class Aborted(MimoError):
+    """A conflicting operation runs (e.g. another weight update)."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[MimoError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
@@ -81,6 +89,8 @@ _BY_CODE: dict[grpc.StatusCode, type[MimoError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.CANCELLED: Cancelled,
     grpc.StatusCode.INTERNAL: Internal,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ABORTED: Aborted,
 }
 
 

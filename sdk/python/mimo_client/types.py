@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mimo_client.v1 import common_pb2, inference_pb2, rollout_pb2, tokenizer_pb2, verifier_pb2
+from mimo_client.v1 import admin_pb2, common_pb2, inference_pb2, rollout_pb2, tokenizer_pb2, verifier_pb2
 
 
 def enum_str(enum_type: Any, value: int, prefix: str) -> str:
@@ -226,6 +226,7 @@ class GroupFinished:
     all_wrong: bool
     zero_variance: bool = False  # no reward variance: dynamic sampling drops it
     scored: bool = True  # False: sampling only (no reward task, no scorer)
+    num_aborted: int = 0  # samples cut short (a weight update's abort): partial tokens, unscored, not in the stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +344,7 @@ def rollout_event_from_pb(pb: rollout_pb2.RolloutEvent) -> RolloutEvent | None:
         g = pb.group
         return GroupFinished(
             *ids, g.prompt_index, g.prompt_id, g.num_samples, g.pass_rate, g.mean_reward, g.all_correct, g.all_wrong,
-            g.zero_variance, g.scored,
+            g.zero_variance, g.scored, g.num_aborted,
         )  # fmt: skip
     if kind == "finished":
         f = pb.finished
@@ -355,3 +356,57 @@ def rollout_event_from_pb(pb: rollout_pb2.RolloutEvent) -> RolloutEvent | None:
             [ProblemStat(s.prompt_id, s.rollouts, s.pass_rate, s.last_pass_rate, s.easy) for s in f.dataset_stats],
         )  # fmt: skip
     return None
+
+
+# -- admin (fleet weight updates)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerUpdate:
+    worker: str
+    ok: bool
+    weight_version: str  # what the worker reports now
+    load_s: float
+    error: str  # why it failed; the router keeps it out of routing
+    num_aborted: int
+
+
+@dataclass(frozen=True, slots=True)
+class WeightUpdate:
+    """`update_weights()`'s result: `failed` lists the workers left out of routing."""
+
+    weight_version: str
+    workers: list[WorkerUpdate]
+    wall_s: float  # the call to every updated worker serving the new version
+    num_rollouts_waited: int
+
+    @property
+    def failed(self) -> list[WorkerUpdate]:
+        return [w for w in self.workers if not w.ok]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerVersion:
+    worker: str
+    weight_version: str
+    state: str
+    routable: bool
+    reason: str  # why it gets no traffic, when it does not
+
+
+@dataclass(frozen=True, slots=True)
+class WeightVersions:
+    weight_version: str  # the fleet's ("" before the first update)
+    model_path: str
+    is_updating: bool
+    workers: list[WorkerVersion]
+
+
+def weight_update_from_pb(pb: admin_pb2.FleetUpdateResponse) -> WeightUpdate:
+    workers = [WorkerUpdate(w.worker, w.ok, w.weight_version, w.load_s, w.error, w.num_aborted) for w in pb.workers]
+    return WeightUpdate(pb.weight_version, workers, pb.wall_s, pb.num_rollouts_waited)
+
+
+def weight_versions_from_pb(pb: admin_pb2.FleetVersions) -> WeightVersions:
+    workers = [WorkerVersion(w.worker, w.weight_version, w.state, w.routable, w.reason) for w in pb.workers]
+    return WeightVersions(pb.weight_version, pb.model_path, pb.is_updating, workers)

@@ -60,7 +60,7 @@ class ChatMessages(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class RolloutRequest(_message.Message):
-    __slots__ = ("rollout_id", "prompts", "samples_per_prompt", "sampling", "weight_version", "max_samples_in_flight", "early_termination", "target_prompts", "mode", "sync_batch_prompts", "target_valid_groups", "oversampling", "max_prompts_launched", "dataset", "scorer", "reward_timing")
+    __slots__ = ("rollout_id", "prompts", "samples_per_prompt", "sampling", "weight_version", "max_samples_in_flight", "early_termination", "target_prompts", "mode", "sync_batch_prompts", "target_valid_groups", "oversampling", "max_prompts_launched", "dataset", "scorer", "reward_timing", "min_weight_version")
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_PER_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class RolloutRequest(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SCORER_FIELD_NUMBER: _ClassVar[int]
     REWARD_TIMING_FIELD_NUMBER: _ClassVar[int]
+    MIN_WEIGHT_VERSION_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str
     prompts: _containers.RepeatedCompositeFieldContainer[RolloutPrompt]
     samples_per_prompt: int
@@ -93,7 +94,8 @@ class RolloutRequest(_message.Message):
     dataset: str
     scorer: str
     reward_timing: RewardTiming
-    def __init__(self, rollout_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[RolloutPrompt, _Mapping]]] = ..., samples_per_prompt: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., weight_version: _Optional[str] = ..., max_samples_in_flight: _Optional[int] = ..., early_termination: _Optional[_Union[EarlyTerminationPolicy, str]] = ..., target_prompts: _Optional[int] = ..., mode: _Optional[_Union[RolloutMode, str]] = ..., sync_batch_prompts: _Optional[int] = ..., target_valid_groups: _Optional[int] = ..., oversampling: _Optional[float] = ..., max_prompts_launched: _Optional[int] = ..., dataset: _Optional[str] = ..., scorer: _Optional[str] = ..., reward_timing: _Optional[_Union[RewardTiming, str]] = ...) -> None: ...
+    min_weight_version: str
+    def __init__(self, rollout_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[RolloutPrompt, _Mapping]]] = ..., samples_per_prompt: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., weight_version: _Optional[str] = ..., max_samples_in_flight: _Optional[int] = ..., early_termination: _Optional[_Union[EarlyTerminationPolicy, str]] = ..., target_prompts: _Optional[int] = ..., mode: _Optional[_Union[RolloutMode, str]] = ..., sync_batch_prompts: _Optional[int] = ..., target_valid_groups: _Optional[int] = ..., oversampling: _Optional[float] = ..., max_prompts_launched: _Optional[int] = ..., dataset: _Optional[str] = ..., scorer: _Optional[str] = ..., reward_timing: _Optional[_Union[RewardTiming, str]] = ..., min_weight_version: _Optional[str] = ...) -> None: ...
 
 class SampleFinished(_message.Message):
     __slots__ = ("prompt_index", "prompt_id", "sample_index", "text", "token_ids", "finish_reason", "reward", "verification", "generation_s", "reward_wait_s", "usage", "prompt_token_ids", "logprobs", "weight_version")
@@ -128,7 +130,7 @@ class SampleFinished(_message.Message):
     def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., reward: _Optional[float] = ..., verification: _Optional[_Union[_verifier_pb2.VerifyResult, _Mapping]] = ..., generation_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., weight_version: _Optional[str] = ...) -> None: ...
 
 class GroupFinished(_message.Message):
-    __slots__ = ("prompt_index", "prompt_id", "num_samples", "pass_rate", "mean_reward", "all_correct", "all_wrong", "num_reward_errors", "zero_variance", "scored")
+    __slots__ = ("prompt_index", "prompt_id", "num_samples", "pass_rate", "mean_reward", "all_correct", "all_wrong", "num_reward_errors", "zero_variance", "scored", "num_aborted")
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +141,7 @@ class GroupFinished(_message.Message):
     NUM_REWARD_ERRORS_FIELD_NUMBER: _ClassVar[int]
     ZERO_VARIANCE_FIELD_NUMBER: _ClassVar[int]
     SCORED_FIELD_NUMBER: _ClassVar[int]
+    NUM_ABORTED_FIELD_NUMBER: _ClassVar[int]
     prompt_index: int
     prompt_id: str
     num_samples: int
@@ -149,7 +152,8 @@ class GroupFinished(_message.Message):
     num_reward_errors: int
     zero_variance: bool
     scored: bool
-    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., pass_rate: _Optional[float] = ..., mean_reward: _Optional[float] = ..., all_correct: _Optional[bool] = ..., all_wrong: _Optional[bool] = ..., num_reward_errors: _Optional[int] = ..., zero_variance: _Optional[bool] = ..., scored: _Optional[bool] = ...) -> None: ...
+    num_aborted: int
+    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., pass_rate: _Optional[float] = ..., mean_reward: _Optional[float] = ..., all_correct: _Optional[bool] = ..., all_wrong: _Optional[bool] = ..., num_reward_errors: _Optional[int] = ..., zero_variance: _Optional[bool] = ..., scored: _Optional[bool] = ..., num_aborted: _Optional[int] = ...) -> None: ...
 
 class ProblemStat(_message.Message):
     __slots__ = ("prompt_id", "rollouts", "pass_rate", "last_pass_rate", "easy")
