@@ -87,7 +87,7 @@ async def test_a_child_without_metrics_is_up_0_and_ours_still_scrape() -> None:
     try:
         for n in (1, 2):
             child = ChildMetrics(f"http://127.0.0.1:{port}/metrics?n={n}", timeout_s=2)
-            families = await asyncio.to_thread(lambda c=child: list(c.collect()))
+            families = list(await asyncio.to_thread(child.collect))
             assert [(f.name, f.samples[0].value) for f in families] == [("mimo_worker_sglang_metrics_up", 0)]
     finally:
         await runner.cleanup()
