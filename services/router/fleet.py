@@ -221,7 +221,6 @@ class Fleet:
                 with contextlib.suppress(WorkerCallFailed):
                     await w.client.resume()
             self._busy.discard(w.url)
-            self._last_catch_up[w.url] = time.monotonic()  # a failed worker is retried after the retry period
 
     def _record(self, result: FleetUpdate) -> None:
         failed = len(result.failed)
