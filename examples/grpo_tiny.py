@@ -8,8 +8,9 @@ Each step:
 3. a policy-gradient step in torch on the returned prompt and response token ids: a PPO-clipped objective
    whose importance ratio is against the sampling logprobs the service returned with each sample
    (SampleFinished.logprobs, the worker's own; --passes > 1 makes later passes off-policy);
-4. a checkpoint on disk (config, tokenizer, every tensor including the MTP layer) and `UpdateWeights`
-   on every worker (mimo.v1.WorkerControl); the next rollout is checked to run on the new version.
+4. a checkpoint on disk (config, tokenizer, every tensor including the MTP layer) and the router's fleet update
+   (SDK `update_weights`, mimo.v1.Admin): every worker paused, updated, checked and continued; the next rollout
+   asks for the new version (`min_weight_version`) and every sample is checked to come from it.
 Every few steps the held-out pass rate (greedy, one sample per problem) is measured through the service.
 """
 
@@ -25,11 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import torch
 from mimo_client import MathTask, MimoClient, RolloutPrompt
-from mimo_client.v1 import worker_control_pb2 as wc
-from mimo_client.v1 import worker_control_pb2_grpc as wc_grpc
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
@@ -59,7 +57,9 @@ def prompt_of(problem: corpus.Problem, tokenizer: Tokenizer, index: int) -> Roll
 
 
 def rollout(client: MimoClient, prompts: list[RolloutPrompt], n: int, version: str, **sampling) -> list:
-    events = client.rollout(prompts, samples_per_prompt=n, weight_version=version, timeout_s=1800, **sampling)
+    events = client.rollout(
+        prompts, samples_per_prompt=n, weight_version=version, min_weight_version=version, timeout_s=1800, **sampling
+    )
     return [e for e in events if type(e).__name__ == "SampleFinished"]
 
 
@@ -138,16 +138,11 @@ def save_checkpoint(model: MiMoForCausalLM, dest: Path) -> Path:
     return dest
 
 
-async def update_workers(targets: list[str], path: Path, version: str) -> float:
-    started = time.perf_counter()
-    for target in targets:
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = wc_grpc.WorkerControlStub(channel)
-            await stub.UpdateWeights(wc.UpdateWeightsRequest(model_path=str(path), weight_version=version), timeout=300)
-            reply = await stub.GetWeightVersion(wc.GetWeightVersionRequest(), timeout=30)
-            if reply.weight_version != version:
-                raise RuntimeError(f"{target} reports {reply.weight_version}, not {version}")
-    return time.perf_counter() - started
+def update_fleet(client: MimoClient, path: Path, version: str) -> float:
+    result = client.update_weights(str(path), version, timeout_s=600)
+    if result.failed:
+        raise RuntimeError(f"workers failed the update to {version}: {[(w.worker, w.error) for w in result.failed]}")
+    return result.wall_s
 
 
 def held_out_rate(client: MimoClient, prompts: list[RolloutPrompt], version: str) -> float:
@@ -170,7 +165,6 @@ async def main(args: argparse.Namespace) -> int:
     plan = random_ports_plan(start, engine="torch", num_workers=args.workers)
     stack = Stack(plan.specs(), work / "logs")
     await stack.start()
-    workers = [c.spec.target for c in stack.children if c.spec.name.startswith("worker-")]
     model = load_mimo(start, "cpu", torch.float32).train()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -187,14 +181,14 @@ async def main(args: argparse.Namespace) -> int:
             rng.shuffle(problems)
             prompts = [prompt_of(p, tokenizer, i) for i, p in enumerate(problems)]
             samples = rollout(client, prompts, args.samples, version, temperature=1.0, max_new_tokens=400)
-            assert all(s.weight_version == version for s in samples)
+            assert all(s.sample_weight_version == version for s in samples)
             reward = statistics.fmean(s.reward for s in samples)
             t1 = time.perf_counter()
             batch = advantages(samples)
             loss = train_step(model, opt, batch, args)
             version = f"step-{step}"
             path = save_checkpoint(model, work / version)
-            update_s = await update_workers(workers, path, version)
+            update_s = update_fleet(client, path, version)
             line = (f"step {step}: reward {reward:.3f} over {len(samples)} samples, {len(batch)} with signal, "
                     f"loss {loss:+.4f}, rollout {t1 - t0:.1f}s, train {time.perf_counter() - t1 - update_s:.1f}s, "
                     f"update {update_s:.2f}s -> {version}")  # fmt: skip
