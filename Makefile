@@ -44,14 +44,17 @@ fmt: setup ## ruff --fix and ruff format, in place
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: setup check-generated lint ## every check CI runs: generated files, lint, the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+# The image test (tests/images: build both images, run the stack from them) is on in `make test`; MIMO_TEST_IMAGES=0
+# leaves it out. A plain `pytest` skips it.
+MIMO_TEST_IMAGES ?= 1
+test: setup check-generated lint ## every check CI runs: generated files, lint, the whole test suite, the images
+	MIMO_TEST_IMAGES=$(MIMO_TEST_IMAGES) $(BIN)/pytest $(PYTEST_ARGS)
 
 test-quick: setup ## the tests that take seconds (not slow, not e2e)
 	$(BIN)/pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
-test-all: setup ## every test, including those marked gpu
-	$(BIN)/pytest -m "" $(PYTEST_ARGS)
+test-all: setup ## every test, including those marked gpu and bench, and the images
+	MIMO_TEST_IMAGES=$(MIMO_TEST_IMAGES) $(BIN)/pytest -m "" $(PYTEST_ARGS)
 
 bench: setup ## every `mimo-serve bench PART`, each against its peer
 	@for part in tokenizer verifier sim engine router rollout autoscaler; do \

@@ -4,6 +4,7 @@
 #   scripts/images.sh                 # both images: $IMAGE_REPO:$IMAGE_TAG and $IMAGE_REPO-sglang:$IMAGE_TAG
 #   TORCH=none scripts/images.sh      # the main image without torch (tag suffix -slim)
 #   ONLY=main scripts/images.sh       # one image: main | sglang
+#   PARALLEL=0 scripts/images.sh      # the SGLang image after the main one, not beside it
 #   scripts/images.sh conf            # print the containers.conf this script runs podman with (if any)
 #
 # With Docker, or podman on a machine that can pull, the Dockerfiles build as they are. Where no base
@@ -91,7 +92,7 @@ apt_mirror() {
 
 ensure_debian_base() {
   podman image exists "$DEBIAN_IMAGE" && return 0
-  local mirror root
+  local mirror root start=$SECONDS
   mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
   root=$(mktemp -d "${TMPDIR:-/tmp}/mimo-debian-XXXXXX")
   log "making $DEBIAN_IMAGE with debootstrap from $mirror"
@@ -99,6 +100,7 @@ ensure_debian_base() {
     || { tail -20 "$STATE/debootstrap.log" >&2; rm -rf "$root"; die "debootstrap failed"; }
   tar -C "$root" -c . | podman import - "$DEBIAN_IMAGE" >/dev/null
   rm -rf "$root"
+  log "made $DEBIAN_IMAGE in $((SECONDS - start)) s"
 }
 
 can_pull() {
@@ -110,7 +112,7 @@ build_podman() {
   ensure_podman
   export CONTAINERS_CONF
   CONTAINERS_CONF=$(containers_conf)
-  local python_image="python:$PYTHON_VERSION-slim-bookworm" sglang_image=$SGLANG_IMAGE sglang_tag=""
+  local python_image="python:$PYTHON_VERSION-slim-bookworm" start
   local -a mounts=() common=(--layers --pull=never)
   mapfile -t mounts < <(pip_mounts)
   if [[ $BASE == auto ]]; then
@@ -119,26 +121,45 @@ build_podman() {
   if [[ $BASE == local ]]; then
     ensure_debian_base
     log "building the stand-in for $python_image"
+    start=$SECONDS
     podman build "${common[@]}" "${mounts[@]}" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" \
       -f docker/standin/python.Dockerfile -t "$STANDIN_PYTHON" docker/standin
+    log "built $STANDIN_PYTHON in $((SECONDS - start)) s"
     python_image=$STANDIN_PYTHON
+  fi
+  # The SGLang image needs only the stand-in, so it builds beside the main image (two cores: the builds
+  # wait on the network and the disk as much as on the CPU); its lines are prefixed "sglang| ".
+  local sglang_pid=""
+  if [[ $ONLY == all && ${PARALLEL:-1} == 1 ]]; then
+    (set -o pipefail; build_sglang_podman 2>&1 | sed -u 's/^/sglang| /' >&2) &
+    sglang_pid=$!
+  elif [[ $ONLY == sglang ]]; then
+    build_sglang_podman
   fi
   if [[ $ONLY != sglang ]]; then
     build_one podman build "${common[@]}" "${mounts[@]}" --build-arg "PYTHON_IMAGE=$python_image" \
       --build-arg "TORCH=$TORCH" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL:-$(torch_index)}" \
       --ignorefile docker/Dockerfile.dockerignore -f docker/Dockerfile -t "$(main_tag)" .
   fi
-  if [[ $ONLY != main ]]; then
-    if ! can_pull "$sglang_image"; then
-      log "no $sglang_image here: building against a stand-in SGLang base (not the real SGLang)"
-      podman build "${common[@]}" "${mounts[@]}" --build-arg "PYTHON_IMAGE=$python_image" \
-        -f docker/standin/sglang.Dockerfile -t "$STANDIN_SGLANG" docker/standin
-      sglang_image=$STANDIN_SGLANG sglang_tag=-standin
-    fi
-    build_one podman build "${common[@]}" "${mounts[@]}" --build-arg "SGLANG_IMAGE=$sglang_image" \
-      --ignorefile docker/Dockerfile.sglang.dockerignore -f docker/Dockerfile.sglang \
-      -t "$IMAGE_REPO-sglang:$IMAGE_TAG$sglang_tag" .
+  if [[ -n $sglang_pid ]]; then
+    wait "$sglang_pid" || die "the SGLang image failed (its lines above start with sglang|)"
+  elif [[ $ONLY == all ]]; then
+    build_sglang_podman
   fi
+}
+
+build_sglang_podman() {
+  # Uses build_podman's python_image, common and mounts.
+  local sglang_image=$SGLANG_IMAGE sglang_tag=""
+  if ! can_pull "$sglang_image"; then
+    log "no $sglang_image here: building against a stand-in SGLang base (not the real SGLang)"
+    podman build "${common[@]}" "${mounts[@]}" --build-arg "PYTHON_IMAGE=$python_image" \
+      -f docker/standin/sglang.Dockerfile -t "$STANDIN_SGLANG" docker/standin
+    sglang_image=$STANDIN_SGLANG sglang_tag=-standin
+  fi
+  build_one podman build "${common[@]}" "${mounts[@]}" --build-arg "SGLANG_IMAGE=$sglang_image" \
+    --ignorefile docker/Dockerfile.sglang.dockerignore -f docker/Dockerfile.sglang \
+    -t "$IMAGE_REPO-sglang:$IMAGE_TAG$sglang_tag" .
 }
 
 torch_index() {
