@@ -33,6 +33,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.max_wait_s = max_wait_s  # how long a request waits for a first routable worker
         self._aborts: set[asyncio.Task[None]] = set()
+        self._running: dict[str, Worker] = {}  # worker request id -> the worker it runs on
 
     def _untried(self, tried: set[str]) -> bool:
         return any(w.url not in tried for w in self.pool.routable())
@@ -67,6 +68,7 @@ class Dispatcher:
             worker.add_in_flight(n)
             received = finished = 0
             failed = False
+            self._running[request.request_id] = worker
             try:
                 async for event in worker.client.generate(request, timeout):
                     received += 1
@@ -89,10 +91,22 @@ class Dispatcher:
                     continue
                 raise _public(e) from e
             finally:
+                self._running.pop(request.request_id, None)
                 worker.add_in_flight(-n)
                 if finished < n and not failed:  # the caller left early
                     self._abort(worker, request.request_id)
         raise Unavailable(f"gave up after {self.max_attempts} attempts")
+
+    async def abort_running(self, request_id: str) -> bool:
+        """Ask the worker running `request_id` to end it now (its samples finish "abort" with partial output)."""
+        worker = self._running.get(request_id)
+        if worker is None:
+            return False
+        try:
+            await worker.client.abort(request_id, "partial rollout")
+        except WorkerCallFailed:
+            return False
+        return True
 
     def _abort(self, worker: Worker, request_id: str) -> None:
         """Tell the worker to drop the request (cancelling the call does too; this is belt and braces)."""

@@ -355,11 +355,22 @@ class BatchReport:
 
 
 @dataclass(frozen=True, slots=True)
+class PartialSample:
+    """A sample that came back aborted, to be continued (RolloutPrompt.resume)."""
+
+    sample_index: int
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]  # one per token, or none (then the resumed sample reports no logprobs)
+    weight_version: str
+
+
+@dataclass(frozen=True, slots=True)
 class RolloutPrompt:
     index: int
     prompt_id: str
     prompt: Prompt
     reward: RewardTask | None
+    resume: PartialSample | None = None  # then the prompt makes one sample, continuing these tokens
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -379,6 +390,7 @@ class RolloutSpec:
     scorer: str = ""  # host:port of an external mimo.v1.Verifier (empty: the router's)
     reward_timing: RewardTiming = RewardTiming.PER_SAMPLE
     min_weight_version: str = ""  # refuse unless the fleet serves at least this (fleet.py)
+    partial_rollout: bool = False  # early termination returns running samples aborted, resumable, not dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +408,8 @@ class SampleFinished:
     prompt_token_ids: tuple[int, ...] = ()
     logprobs: tuple[float, ...] = ()  # per response token, of the distribution it was sampled from
     weight_version: str = ""  # the worker's when it generated the sample
+    num_resumed_tokens: int = 0  # a resumed sample: its first tokens came from the partial sample
+    resumed_weight_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

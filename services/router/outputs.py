@@ -61,6 +61,8 @@ class Sample:
     matched_stop: str | None = None
     cached_tokens: int = 0
     weight_version: str = ""
+    resumed: int = 0  # tokens taken from a partial sample (`resume`); the worker's output follows them
+    resumed_logprobs: int = 0  # and their logprobs (0 when the partial sample had none)
 
     @property
     def is_done(self) -> bool:
@@ -90,10 +92,15 @@ class Sample:
             self.matched_stop = pushed.stop
         return self._record(reasoning, answer, chunk.token_ids, chunk.logprobs)
 
+    def resume(self, token_ids: tuple[int, ...], logprobs: tuple[TokenLogprob, ...]) -> None:
+        """Start from a partial sample's tokens (RolloutPrompt.resume); the worker continues after them."""
+        self.add_tokens(TokenChunk(self.index, token_ids, logprobs))
+        self.resumed, self.resumed_logprobs = len(token_ids), len(logprobs)
+
     def complete(self, done: SampleComplete) -> Delta:
         """The worker's final message for this sample: flush held text and set the finish reason."""
-        missing = done.output_ids[len(self.token_ids) :] if not self.detok.is_stopped else ()
-        lps = done.logprobs[len(self.logprobs) :] if done.logprobs is not None else ()
+        missing = done.output_ids[len(self.token_ids) - self.resumed :] if not self.detok.is_stopped else ()
+        lps = done.logprobs[len(self.logprobs) - self.resumed_logprobs :] if done.logprobs is not None else ()
         if missing:
             self.token_ids.extend(missing)
             self.logprobs.extend(lps)

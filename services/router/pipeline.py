@@ -19,9 +19,11 @@ from services.router.domain import (
     Delta,
     GenerationRequest,
     InvalidRequest,
+    PartialSample,
     SampleComplete,
     Sampling,
     SamplingDefaults,
+    TokenLogprob,
     Unavailable,
     UnknownModel,
     Usage,
@@ -55,6 +57,7 @@ class Generation:
     input_ids: tuple[int, ...]
     worker_request: WorkerRequest
     samples: list[Sample] = field(default_factory=list)
+    resumed: int = 0  # the last `resumed` input ids are a partial sample's tokens (prepare's `resume`)
 
     @property
     def request_id(self) -> str:
@@ -160,10 +163,22 @@ class Pipeline:
             raise InvalidRequest("input", "the prompt encodes to no tokens")
         return tuple(ids)
 
-    async def prepare(self, request: GenerationRequest, input_ids: tuple[int, ...] | None = None) -> Generation:
+    async def prepare(
+        self, request: GenerationRequest, input_ids: tuple[int, ...] | None = None, resume: PartialSample | None = None
+    ) -> Generation:
+        """`resume`: continue a partial sample (n must be 1): the worker gets the prompt plus its tokens, and the
+        sample starts with them (max_new_tokens counts them)."""
         REQUEST_ID.set(request.request_id)
         snapshot = self._tokenizer()
         ids = input_ids if input_ids is not None else await self.input_ids(request)
+        sampling_asked = request.sampling
+        if resume is not None:
+            done = len(resume.token_ids)
+            if sampling_asked.max_new_tokens is not None:
+                if sampling_asked.max_new_tokens <= done:
+                    raise InvalidRequest("resume.token_ids", f"{done} tokens already reach max_new_tokens")
+                sampling_asked = replace(sampling_asked, max_new_tokens=sampling_asked.max_new_tokens - done)
+            ids = (*ids, *resume.token_ids)
         bad_stop = next((t for t in request.sampling.stop_token_ids if t >= snapshot.vocab_size), None)
         if bad_stop is not None:
             raise InvalidRequest(
@@ -176,7 +191,7 @@ class Pipeline:
             input_ids=ids,
             sampling=sampling,
             n=request.n,
-            max_new_tokens=new_token_budget(request.sampling, len(ids), self.max_context),
+            max_new_tokens=new_token_budget(sampling_asked, len(ids), self.max_context),
             return_logprobs=request.return_logprobs,
             top_logprobs=request.top_logprobs,
             stream=request.stream,
@@ -185,7 +200,15 @@ class Pipeline:
         samples = new_samples(
             snapshot.tokenizer, request.n, s.stop, s.include_stop_str_in_output, request.split_reasoning
         )
-        return Generation(request, ids, worker_request, samples)
+        if resume is not None:
+            lps = tuple(TokenLogprob(t, lp, ()) for t, lp in zip(resume.token_ids, resume.logprobs, strict=False))
+            samples[0].resume(resume.token_ids, lps)
+        return Generation(request, ids, worker_request, samples, resumed=len(resume.token_ids) if resume else 0)
+
+    async def abort(self, gen: Generation) -> bool:
+        """End `gen` on its worker now: its samples come back finished "abort" with their partial tokens. False when
+        it is not on a worker (still queued, or done)."""
+        return await self._dispatcher.abort_running(gen.worker_request.request_id)
 
     # --- admit → route → dispatch → assemble -------------------------------------------------------------------
     async def stream(self, gen: Generation) -> AsyncIterator[Delta]:

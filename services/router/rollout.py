@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Scorer(Protocol):
 class PromptState:
     index: int
     prompt: RolloutPrompt
+    n: int  # its samples: the rollout's samples_per_prompt, or 1 when it resumes a partial sample
     results: dict[int, tuple[Sample, Reward]] = field(default_factory=dict)
 
 
@@ -72,7 +74,7 @@ class RolloutRun:
     def __init__(self, pipeline: Pipeline, scorer: Scorer, spec: RolloutSpec) -> None:
         self.pipeline, self.scorer, self.spec = pipeline, scorer, spec
         self.n = spec.samples_per_prompt
-        self.states = [PromptState(p.index, p) for p in spec.prompts]
+        self.states = [PromptState(p.index, p, 1 if p.resume else self.n) for p in spec.prompts]
         self.events: asyncio.Queue[RolloutEvent] = asyncio.Queue()
         self.clock = Clock()
         self.started = time.monotonic()
@@ -82,6 +84,9 @@ class RolloutRun:
         self.reward_errors = 0
         self.early_terminated = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._live: dict[str, tuple[Generation, asyncio.Task[object]]] = {}  # prepared generations, by worker id
+        self._partial: list[int] = []  # prompts whose group came back with aborted samples
+        self._helpers: set[asyncio.Task[None]] = set()
         self._capacity = asyncio.Condition()
         self._in_flight = 0
         self._stopping = False
@@ -96,7 +101,7 @@ class RolloutRun:
             method="Rollout",
             prompt=state.prompt.prompt,
             sampling=self.spec.sampling,
-            n=self.n,
+            n=state.n,
             return_logprobs=True,  # training-grade samples: the sampling policy's logprobs
             stream=False,  # the worker still sends each sample's `complete` as it ends; no per-token messages
             defaults=RL_DEFAULTS,
@@ -105,7 +110,11 @@ class RolloutRun:
         )
 
     async def _prepare(self, state: PromptState) -> Generation:
-        return await self.pipeline.prepare(self._request(state))
+        gen = await self.pipeline.prepare(self._request(state), resume=state.prompt.resume)
+        task = asyncio.current_task()
+        if task is not None:
+            self._live[gen.worker_request.request_id] = (gen, task)
+        return gen
 
     def _reward_request(self, state: PromptState, sample: Sample) -> RewardRequest:
         return RewardRequest(f"{state.prompt.prompt_id}/{sample.index}", sample.answer, state.prompt.reward)
@@ -116,6 +125,7 @@ class RolloutRun:
         now = time.monotonic()
         if sample.finish is FinishReason.ABORT:
             reward = ABORTED
+        resume = state.prompt.resume
         state.results[sample.index] = (sample, reward)
         self.tokens += len(sample.token_ids)
         metrics.observe_sample(reward.reward, now - ended)
@@ -123,7 +133,7 @@ class RolloutRun:
             SampleFinished(
                 prompt_index=state.index,
                 prompt_id=state.prompt.prompt_id,
-                sample_index=sample.index,
+                sample_index=resume.sample_index if resume else sample.index,
                 text=sample.answer,
                 token_ids=tuple(sample.token_ids),
                 finish_reason=sample.finish,
@@ -131,19 +141,21 @@ class RolloutRun:
                 generation_s=ended - gen.request.arrived,
                 reward_wait_s=now - ended,
                 usage=Usage(prompt_tokens=len(gen.input_ids), completion_tokens=len(sample.token_ids)),
-                prompt_token_ids=tuple(gen.input_ids),
-                logprobs=tuple(lp.logprob for lp in sample.logprobs),
+                prompt_token_ids=tuple(gen.input_ids[: len(gen.input_ids) - gen.resumed]),
+                logprobs=() if resume and not resume.logprobs else tuple(lp.logprob for lp in sample.logprobs),
                 weight_version=sample.weight_version,
+                num_resumed_tokens=sample.resumed,
+                resumed_weight_version=resume.weight_version if resume else "",
             )
         )
-        if len(state.results) < self.n:
+        if len(state.results) < state.n:
             return
         aborted = sum(1 for s, _ in state.results.values() if s.finish is FinishReason.ABORT)
         self.aborted_samples += aborted
         scored = [  # an outage is not a wrong answer, nor is a sample cut short
             r for s, r in state.results.values() if not r.is_error and s.finish is not FinishReason.ABORT
         ]
-        errors = self.n - len(scored) - aborted
+        errors = state.n - len(scored) - aborted
         self.reward_errors += errors
         correct = [r.verdict is Verdict.CORRECT for r in scored]
         pass_rate = sum(correct) / len(scored) if scored else 0.0
@@ -153,7 +165,7 @@ class RolloutRun:
         group = GroupFinished(
             prompt_index=state.index,
             prompt_id=state.prompt.prompt_id,
-            num_samples=self.n,
+            num_samples=state.n,
             pass_rate=pass_rate,
             mean_reward=sum(r.reward for r in scored) / len(scored) if scored else 0.0,
             all_correct=bool(scored) and all(correct),
@@ -164,6 +176,9 @@ class RolloutRun:
             num_aborted=aborted,
         )
         self.events.put_nowait(group)
+        if aborted:  # not finished: its aborted samples can be resumed (RolloutPrompt.resume)
+            self._partial.append(state.index)
+            return
         self.finished_prompts.append(state.index)
         self._on_group(state, group)
 
@@ -194,7 +209,7 @@ class RolloutRun:
                     verifying.append(asyncio.create_task(self._verify_one(state, gen, gen.samples[delta.index])))
         finally:
             self.clock.change(generating=-1)
-            await self._release(self.n - len(verifying))
+            await self._release(state.n - len(verifying))
         await asyncio.gather(*verifying)
 
     async def _release(self, samples: int) -> None:
@@ -202,14 +217,17 @@ class RolloutRun:
             self._in_flight -= samples
             self._capacity.notify_all()
 
+    def _has_room(self, n: int, limit: int) -> bool:
+        return self._stopping or self._in_flight + n <= limit
+
     async def _seamless(self) -> None:
         limit = max(self.n, self.spec.max_samples_in_flight or DEFAULT_MAX_SAMPLES_IN_FLIGHT)
         for state in self.states:
             async with self._capacity:
-                await self._capacity.wait_for(lambda: self._stopping or self._in_flight + self.n <= limit)
+                await self._capacity.wait_for(functools.partial(self._has_room, state.n, limit))
                 if self._stopping:
                     break
-                self._in_flight += self.n
+                self._in_flight += state.n
             self._spawn(self._generate_seamless(state))
         while self._tasks:
             await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
@@ -253,14 +271,30 @@ class RolloutRun:
             self.cancel()
         elif len(self.finished_prompts) >= self.target and len(self.finished_prompts) < len(self.states):
             self.early_terminated = True
-            self.cancel()
+            self.cancel(early=True)
 
-    def cancel(self) -> None:
-        """Stop launching prompts and cancel running ones (their worker requests are aborted)."""
+    def cancel(self, early: bool = False) -> None:
+        """Stop launching prompts and cancel running ones (their worker requests are aborted). Early termination of
+        a partial rollout instead ends them on their workers, so their samples come back aborted with their tokens."""
         self._stopping = True
-        for task in list(self._tasks):
-            task.cancel()
-        asyncio.get_running_loop().create_task(self._wake_launcher())
+        if early and self.spec.partial_rollout:
+            self._spawn_helper(self._end_partial())
+        else:
+            for task in list(self._tasks):
+                task.cancel()
+        self._spawn_helper(self._wake_launcher())
+
+    def _spawn_helper(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
+
+    async def _end_partial(self) -> None:
+        for gen, task in list(self._live.values()):
+            if all(s.is_done for s in gen.samples):
+                continue
+            if not await self.pipeline.abort(gen):
+                task.cancel()  # not on a worker yet: nothing to keep
 
     async def _wake_launcher(self) -> None:
         async with self._capacity:
@@ -283,7 +317,7 @@ class RolloutRun:
         wall_s = time.monotonic() - self.started
         done = set(self.finished_prompts)
         unfinished = [s for s in self.states if s.index not in done]
-        finished_samples = sum(len(s.results) for s in self.states if s.index in done) - self.aborted_samples
+        finished_samples = sum(len(s.results) for s in self.states if s.index in done)
         if self.early_terminated:
             metrics.EARLY_TERMINATIONS.inc()
         self.events.put_nowait(
@@ -291,9 +325,7 @@ class RolloutRun:
                 num_prompts_finished=len(done),
                 num_prompts_unfinished=len(unfinished),
                 num_samples_finished=finished_samples,
-                num_samples_aborted=len(unfinished) * self.n
-                - sum(len(s.results) for s in unfinished)
-                + self.aborted_samples,
+                num_samples_aborted=sum(s.n - len(s.results) for s in unfinished) + self.aborted_samples,
                 wall_s=wall_s,
                 samples_per_s=finished_samples / wall_s if wall_s else 0.0,
                 completion_tokens_per_s=self.tokens / wall_s if wall_s else 0.0,

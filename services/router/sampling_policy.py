@@ -143,7 +143,7 @@ class DynamicRun(RolloutRun):
         if prompt is None:
             self._exhausted = True
             return None
-        state = PromptState(len(self.states), prompt)
+        state = PromptState(len(self.states), prompt, self.n)
         self.states.append(state)
         self.book.launched(state.index)
         return state
@@ -233,7 +233,7 @@ class DynamicRun(RolloutRun):
         self._wake.set()
         if self.dyn.launch_order_termination and self.book.selection() is not None and self.book.active():
             self.early_terminated = True
-            self.cancel()
+            self.cancel(early=True)
 
     # --- naive dynamic sampling ---------------------------------------------------------------------------------
     async def _synchronous(self) -> None:

@@ -22,6 +22,7 @@ MAX_MESSAGES = 4096
 MAX_CONSTRAINT_CHARS = 100_000
 MAX_ROLLOUT_PROMPTS = 100_000
 MAX_VERSION_CHARS = 256
+MAX_RESUME_TOKENS = 32768
 ROLES = {"system", "user", "assistant", "tool"}
 
 
@@ -194,7 +195,21 @@ def rollout_prompt(p: rollout_pb2.RolloutPrompt, i: int, vocab_size: int, field:
         _check(bad is None, f"{field}.token_ids", f"token id {bad} is outside the vocabulary (size {vocab_size})")
         prompt = d.Prompt(token_ids=ids)
     # no reward task: sampling only, or scored by the rollout's external scorer (services/router/scorers.py)
-    return d.RolloutPrompt(i, p.prompt_id, prompt, reward_task(p, field))
+    return d.RolloutPrompt(i, p.prompt_id, prompt, reward_task(p, field), partial_sample(p, vocab_size, field))
+
+
+def partial_sample(p: rollout_pb2.RolloutPrompt, vocab_size: int, field: str) -> d.PartialSample | None:
+    if not p.HasField("resume"):
+        return None
+    r, field = p.resume, f"{field}.resume"
+    ids = tuple(r.token_ids)
+    _check(0 < len(ids) <= MAX_RESUME_TOKENS, f"{field}.token_ids", f"give 1..{MAX_RESUME_TOKENS} tokens")
+    bad = next((t for t in ids if t >= vocab_size), None)
+    _check(bad is None, f"{field}.token_ids", f"token id {bad} is outside the vocabulary (size {vocab_size})")
+    _check(len(r.logprobs) in (0, len(ids)), f"{field}.logprobs", f"give none or one per token ({len(ids)})")
+    _check(all(math.isfinite(x) and x <= 0 for x in r.logprobs), f"{field}.logprobs", "must be finite and <= 0")
+    _check(len(r.weight_version) <= MAX_VERSION_CHARS, f"{field}.weight_version", "too long")
+    return d.PartialSample(r.sample_index, ids, tuple(r.logprobs), r.weight_version)
 
 
 def dataset_prompts(path: str, vocab_size: int) -> tuple[d.RolloutPrompt, ...]:
@@ -251,6 +266,11 @@ def rollout_spec(request: rollout_pb2.RolloutRequest, vocab_size: int, deadline:
     _check(not request.scorer or ":" in request.scorer, "scorer", "give host:port of a mimo.v1.Verifier service")
     launch_order = request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_LAUNCH_ORDER
     dynamic = dynamic_sampling(request, launch_order)
+    _check(
+        not (dynamic and any(p.resume is not None for p in prompts)),
+        "prompts",
+        "resume partial samples in a rollout without target_valid_groups",
+    )
     fifo = request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_FIFO
     _check(
         not (fifo and dynamic), "early_termination", "FIFO counts finished prompts; use LAUNCH_ORDER with valid groups"
@@ -279,6 +299,7 @@ def rollout_spec(request: rollout_pb2.RolloutRequest, vocab_size: int, deadline:
         if request.reward_timing == rollout_pb2.REWARD_TIMING_PER_GROUP
         else d.RewardTiming.PER_SAMPLE,
         min_weight_version=request.min_weight_version,
+        partial_rollout=request.partial_rollout,
     )
 
 
@@ -362,6 +383,8 @@ def rollout_event_pb(spec: d.RolloutSpec, event: d.RolloutEvent) -> rollout_pb2.
                 prompt_token_ids=event.prompt_token_ids,
                 logprobs=event.logprobs,
                 weight_version=event.weight_version,
+                num_resumed_tokens=event.num_resumed_tokens,
+                resumed_weight_version=event.resumed_weight_version,
             )
         )
     elif isinstance(event, d.GroupFinished):

@@ -175,3 +175,36 @@ def test_good_requests_become_domain_requests():
     r = wire.rollout_spec(rollout(prompt(), prompt(prompt_id="p1"), samples_per_prompt=4, mode=2), VOCAB, None)
     assert r.samples_per_prompt == 4 and r.mode is RolloutMode.SYNCHRONOUS and r.target_prompts is None
     assert [p.prompt_id for p in r.prompts] == ["p0", "p1"] and r.prompts[0].reward.kind == "math"
+
+
+PS = rollout_pb2.PartialSample
+BAD_RESUME = [
+    (PS(token_ids=[]), "prompts[0].resume.token_ids"),
+    (PS(token_ids=[VOCAB], logprobs=[-1.0]), "prompts[0].resume.token_ids"),
+    (PS(token_ids=[3, 4], logprobs=[-1.0]), "prompts[0].resume.logprobs"),  # none or one per token
+    (PS(token_ids=[3], logprobs=[float("nan")]), "prompts[0].resume.logprobs"),
+    (PS(token_ids=[3], logprobs=[0.5]), "prompts[0].resume.logprobs"),
+    (PS(token_ids=[3], logprobs=[-1.0], weight_version="v" * 257), "prompts[0].resume.weight_version"),
+]
+
+
+@pytest.mark.parametrize(("resume", "field"), BAD_RESUME)
+def test_a_bad_partial_sample_is_refused_naming_the_field(resume, field):
+    with pytest.raises(InvalidRequest) as e:
+        wire.rollout_spec(rollout(prompt(resume=resume)), VOCAB, None)
+    assert e.value.field == field
+
+
+def test_resuming_with_dynamic_sampling_is_refused_and_a_good_resume_parses():
+    resume = PS(sample_index=3, token_ids=[5, 6], logprobs=[-0.5, -1.5], weight_version="7")
+    with pytest.raises(InvalidRequest) as e:
+        wire.rollout_spec(rollout(prompt(resume=resume), target_valid_groups=1), VOCAB, None)
+    assert e.value.field == "prompts"
+    spec = wire.rollout_spec(rollout(prompt(resume=resume), partial_rollout=True, min_weight_version="7"), VOCAB, None)
+    (p,) = spec.prompts
+    assert p.resume is not None and (p.resume.sample_index, p.resume.token_ids, p.resume.logprobs) == (
+        3,
+        (5, 6),
+        (-0.5, -1.5),
+    )
+    assert spec.partial_rollout and spec.min_weight_version == "7"

@@ -154,6 +154,13 @@ def rollout_prompt(prompt: RolloutPrompt) -> rollout_pb2.RolloutPrompt:
         pb.math.CopyFrom(math_task(prompt.reward))
     elif isinstance(prompt.reward, CodeTask):
         pb.code.CopyFrom(code_task(prompt.reward))
+    if prompt.resume is not None:
+        r = prompt.resume
+        pb.resume.CopyFrom(
+            rollout_pb2.PartialSample(
+                sample_index=r.sample_index, token_ids=r.token_ids, logprobs=r.logprobs, weight_version=r.weight_version
+            )
+        )
     return pb
 
 

@@ -173,7 +173,8 @@ class MimoClient(ClientBase):
         weight_version: str = "", max_samples_in_flight: int = 0, early_termination: str = "never",
         target_prompts: int = 0, mode: str = "seamless", sync_batch_prompts: int = 0, progress: bool = False,
         target_valid_groups: int = 0, oversampling: float = 0.0, max_prompts_launched: int = 0, dataset: str = "",
-        scorer: str = "", min_weight_version: str = "", timeout_s: float | None = None, **sampling: Any,
+        scorer: str = "", min_weight_version: str = "", partial_rollout: bool = False, timeout_s: float | None = None,
+        **sampling: Any,
     ) -> Iterator[t.RolloutEvent]:  # fmt: skip
         """Events as they happen: `SampleFinished` (with its reward), `GroupFinished`, then one `RolloutFinished`.
 
@@ -181,14 +182,16 @@ class MimoClient(ClientBase):
         `target_valid_groups` groups with reward variance (zero-variance groups dropped), `early_termination=
         "launch_order"` for MiMo's rule, `dataset` to draw from a router-registered dataset (its easy pool and pass
         rates), `scorer` (host:port of a mimo.v1.Verifier) for open rewards. `min_weight_version`: refuse
-        (FailedPrecondition) unless the fleet serves at least that version (see `update_weights`)."""
+        (FailedPrecondition) unless the fleet serves at least that version (see `update_weights`). `partial_rollout`:
+        early termination returns the samples still running aborted, with their tokens (`SampleFinished.partial()`,
+        resumable through `RolloutPrompt(resume=...)`), instead of dropping them."""
         spec, num_samples = _calls.rollout(
             prompts, samples_per_prompt, sampling, rollout_id=rollout_id, weight_version=weight_version,
             max_samples_in_flight=max_samples_in_flight, early_termination=early_termination,
             target_prompts=target_prompts, mode=mode, sync_batch_prompts=sync_batch_prompts,
             target_valid_groups=target_valid_groups, oversampling=oversampling,
             max_prompts_launched=max_prompts_launched, dataset=dataset, scorer=scorer,
-            min_weight_version=min_weight_version,
+            min_weight_version=min_weight_version, partial_rollout=partial_rollout,
         )  # fmt: skip
         return self._with_progress(self._stream(spec, timeout_s), progress, num_samples)
 

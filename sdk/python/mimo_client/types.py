@@ -70,13 +70,25 @@ class VerifyTask:
 
 
 @dataclass(frozen=True, slots=True)
+class PartialSample:
+    """A sample that came back aborted (`SampleFinished.partial()`), to continue in a later rollout."""
+
+    sample_index: int
+    token_ids: list[int]
+    logprobs: list[float]  # one per token
+    weight_version: str
+
+
+@dataclass(frozen=True, slots=True)
 class RolloutPrompt:
-    """One rollout prompt: chat messages (dicts or `Message`) or token ids, and optionally how to reward it."""
+    """One rollout prompt: chat messages (dicts or `Message`) or token ids, and optionally how to reward it.
+    `resume`: continue that partial sample (the prompt then makes exactly one sample)."""
 
     prompt_id: str
     messages: list[Message] | list[dict[str, str]] | None = None
     token_ids: list[int] | None = None
     reward: MathTask | CodeTask | None = None
+    resume: PartialSample | None = None
 
 
 # ---------------------------------------------------------------- results
@@ -211,6 +223,12 @@ class SampleFinished:
     prompt_token_ids: list[int] = field(default_factory=list)  # the prompt as the worker saw it
     logprobs: list[float] = field(default_factory=list)  # per token, of the sampling distribution
     sample_weight_version: str = ""  # the generating worker's version (weight_version echoes the request)
+    num_resumed_tokens: int = 0  # a resumed sample: its first tokens came from the partial sample
+    resumed_weight_version: str = ""  # ... made by this version
+
+    def partial(self) -> PartialSample:
+        """This sample's tokens so far, to resume it (`RolloutPrompt(..., resume=sample.partial())`)."""
+        return PartialSample(self.sample_index, list(self.token_ids), list(self.logprobs), self.sample_weight_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +356,8 @@ def rollout_event_from_pb(pb: rollout_pb2.RolloutEvent) -> RolloutEvent | None:
         return SampleFinished(
             *ids, s.prompt_index, s.prompt_id, s.sample_index, s.text, list(s.token_ids), _finish(s.finish_reason),
             s.reward, verification, s.generation_s, s.reward_wait_s, usage_from_pb(s.usage),
-            list(s.prompt_token_ids), list(s.logprobs), s.weight_version,
+            list(s.prompt_token_ids), list(s.logprobs), s.weight_version, s.num_resumed_tokens,
+            s.resumed_weight_version,
         )  # fmt: skip
     if kind == "group":
         g = pb.group

@@ -40,18 +40,32 @@ ROLLOUT_MODE_SEAMLESS: RolloutMode
 ROLLOUT_MODE_SYNCHRONOUS: RolloutMode
 
 class RolloutPrompt(_message.Message):
-    __slots__ = ("prompt_id", "messages", "token_ids", "math", "code")
+    __slots__ = ("prompt_id", "messages", "token_ids", "math", "code", "resume")
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MATH_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     prompt_id: str
     messages: ChatMessages
     token_ids: _common_pb2.TokenIds
     math: _verifier_pb2.MathTask
     code: _verifier_pb2.CodeTask
-    def __init__(self, prompt_id: _Optional[str] = ..., messages: _Optional[_Union[ChatMessages, _Mapping]] = ..., token_ids: _Optional[_Union[_common_pb2.TokenIds, _Mapping]] = ..., math: _Optional[_Union[_verifier_pb2.MathTask, _Mapping]] = ..., code: _Optional[_Union[_verifier_pb2.CodeTask, _Mapping]] = ...) -> None: ...
+    resume: PartialSample
+    def __init__(self, prompt_id: _Optional[str] = ..., messages: _Optional[_Union[ChatMessages, _Mapping]] = ..., token_ids: _Optional[_Union[_common_pb2.TokenIds, _Mapping]] = ..., math: _Optional[_Union[_verifier_pb2.MathTask, _Mapping]] = ..., code: _Optional[_Union[_verifier_pb2.CodeTask, _Mapping]] = ..., resume: _Optional[_Union[PartialSample, _Mapping]] = ...) -> None: ...
+
+class PartialSample(_message.Message):
+    __slots__ = ("sample_index", "token_ids", "logprobs", "weight_version")
+    SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    sample_index: int
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    logprobs: _containers.RepeatedScalarFieldContainer[float]
+    weight_version: str
+    def __init__(self, sample_index: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., weight_version: _Optional[str] = ...) -> None: ...
 
 class ChatMessages(_message.Message):
     __slots__ = ("messages",)
@@ -60,7 +74,7 @@ class ChatMessages(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class RolloutRequest(_message.Message):
-    __slots__ = ("rollout_id", "prompts", "samples_per_prompt", "sampling", "weight_version", "max_samples_in_flight", "early_termination", "target_prompts", "mode", "sync_batch_prompts", "target_valid_groups", "oversampling", "max_prompts_launched", "dataset", "scorer", "reward_timing", "min_weight_version")
+    __slots__ = ("rollout_id", "prompts", "samples_per_prompt", "sampling", "weight_version", "max_samples_in_flight", "early_termination", "target_prompts", "mode", "sync_batch_prompts", "target_valid_groups", "oversampling", "max_prompts_launched", "dataset", "scorer", "reward_timing", "min_weight_version", "partial_rollout")
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_PER_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +92,7 @@ class RolloutRequest(_message.Message):
     SCORER_FIELD_NUMBER: _ClassVar[int]
     REWARD_TIMING_FIELD_NUMBER: _ClassVar[int]
     MIN_WEIGHT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str
     prompts: _containers.RepeatedCompositeFieldContainer[RolloutPrompt]
     samples_per_prompt: int
@@ -95,10 +110,11 @@ class RolloutRequest(_message.Message):
     scorer: str
     reward_timing: RewardTiming
     min_weight_version: str
-    def __init__(self, rollout_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[RolloutPrompt, _Mapping]]] = ..., samples_per_prompt: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., weight_version: _Optional[str] = ..., max_samples_in_flight: _Optional[int] = ..., early_termination: _Optional[_Union[EarlyTerminationPolicy, str]] = ..., target_prompts: _Optional[int] = ..., mode: _Optional[_Union[RolloutMode, str]] = ..., sync_batch_prompts: _Optional[int] = ..., target_valid_groups: _Optional[int] = ..., oversampling: _Optional[float] = ..., max_prompts_launched: _Optional[int] = ..., dataset: _Optional[str] = ..., scorer: _Optional[str] = ..., reward_timing: _Optional[_Union[RewardTiming, str]] = ..., min_weight_version: _Optional[str] = ...) -> None: ...
+    partial_rollout: bool
+    def __init__(self, rollout_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[RolloutPrompt, _Mapping]]] = ..., samples_per_prompt: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., weight_version: _Optional[str] = ..., max_samples_in_flight: _Optional[int] = ..., early_termination: _Optional[_Union[EarlyTerminationPolicy, str]] = ..., target_prompts: _Optional[int] = ..., mode: _Optional[_Union[RolloutMode, str]] = ..., sync_batch_prompts: _Optional[int] = ..., target_valid_groups: _Optional[int] = ..., oversampling: _Optional[float] = ..., max_prompts_launched: _Optional[int] = ..., dataset: _Optional[str] = ..., scorer: _Optional[str] = ..., reward_timing: _Optional[_Union[RewardTiming, str]] = ..., min_weight_version: _Optional[str] = ..., partial_rollout: _Optional[bool] = ...) -> None: ...
 
 class SampleFinished(_message.Message):
-    __slots__ = ("prompt_index", "prompt_id", "sample_index", "text", "token_ids", "finish_reason", "reward", "verification", "generation_s", "reward_wait_s", "usage", "prompt_token_ids", "logprobs", "weight_version")
+    __slots__ = ("prompt_index", "prompt_id", "sample_index", "text", "token_ids", "finish_reason", "reward", "verification", "generation_s", "reward_wait_s", "usage", "prompt_token_ids", "logprobs", "weight_version", "num_resumed_tokens", "resumed_weight_version")
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +129,8 @@ class SampleFinished(_message.Message):
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NUM_RESUMED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_WEIGHT_VERSION_FIELD_NUMBER: _ClassVar[int]
     prompt_index: int
     prompt_id: str
     sample_index: int
@@ -127,7 +145,9 @@ class SampleFinished(_message.Message):
     prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
     logprobs: _containers.RepeatedScalarFieldContainer[float]
     weight_version: str
-    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., reward: _Optional[float] = ..., verification: _Optional[_Union[_verifier_pb2.VerifyResult, _Mapping]] = ..., generation_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., weight_version: _Optional[str] = ...) -> None: ...
+    num_resumed_tokens: int
+    resumed_weight_version: str
+    def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., reward: _Optional[float] = ..., verification: _Optional[_Union[_verifier_pb2.VerifyResult, _Mapping]] = ..., generation_s: _Optional[float] = ..., reward_wait_s: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., weight_version: _Optional[str] = ..., num_resumed_tokens: _Optional[int] = ..., resumed_weight_version: _Optional[str] = ...) -> None: ...
 
 class GroupFinished(_message.Message):
     __slots__ = ("prompt_index", "prompt_id", "num_samples", "pass_rate", "mean_reward", "all_correct", "all_wrong", "num_reward_errors", "zero_variance", "scored", "num_aborted")
