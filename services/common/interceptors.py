@@ -130,6 +130,23 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(deny)
 
 
+class DrainInterceptor(grpc.aio.ServerInterceptor):
+    """Once the server drains, new calls (health checks aside) are refused UNAVAILABLE at once, so clients retry on
+    another replica; grpc's own shutdown answers a call that races it CANCELLED, which clients do not retry."""
+
+    def __init__(self) -> None:
+        self.is_draining = False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if self.is_draining and not handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return _deny(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another replica")
+        return await continuation(handler_call_details)
+
+
 class KeyRingInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without a known key (UNAUTHENTICATED) or over a key's limit (RESOURCE_EXHAUSTED with retry
     advice); health checks stay open. The key is visible to the handler as CURRENT_KEY."""

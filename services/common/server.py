@@ -15,11 +15,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.common.config import ServerSettings
-from services.common.interceptors import MetricsInterceptor
+from services.common.interceptors import DrainInterceptor, MetricsInterceptor
 from services.common.metrics import MetricsServer, rpc_metrics
 from services.common.tracing import server_interceptors, setup_tracing
 
 log = logging.getLogger(__name__)
+
+REFUSE_WINDOW_S = 0.25  # a drain refuses new calls this long before grpc's own shutdown starts
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -56,6 +58,7 @@ class RunningServer:
     port: int
     settings: ServerSettings
     service: Service
+    gate: DrainInterceptor
     metrics: MetricsServer | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -64,7 +67,11 @@ class RunningServer:
         if self.stopped.is_set():
             return
         log.info("draining", extra={"grace_s": self.settings.grace_s})
+        self.gate.is_draining = True
         await self.health.enter_graceful_shutdown()
+        # calls already on the wire land in the gate (UNAVAILABLE, retried elsewhere) rather than racing grpc's
+        # shutdown, which cancels them
+        await asyncio.sleep(min(REFUSE_WINDOW_S, self.settings.grace_s))
         for hook in self.service.on_drain:
             await hook()
         await self.server.stop(self.settings.grace_s)
@@ -90,7 +97,13 @@ async def start(settings: ServerSettings, service: Service) -> RunningServer:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    interceptors = [MetricsInterceptor(rpc_metrics(settings.service)), *server_interceptors(), *service.interceptors]
+    gate = DrainInterceptor()
+    interceptors = [
+        gate,
+        MetricsInterceptor(rpc_metrics(settings.service)),
+        *server_interceptors(),
+        *service.interceptors,
+    ]
     server = grpc.aio.server(options=options, interceptors=interceptors)
     health = HealthServicer()
     # grpc_health starts the overall service ("") at SERVING; nothing is ready until on_start has run
@@ -130,7 +143,7 @@ async def start(settings: ServerSettings, service: Service) -> RunningServer:
         _report_readiness(health, names_ready, service.readiness)
     host = settings.listen.rpartition(":")[0]
     log.info("serving", extra={"service": settings.service, "listen": f"{host}:{port}", "tls": settings.has_tls})
-    return RunningServer(server, health, port, settings, service, metrics)
+    return RunningServer(server, health, port, settings, service, gate, metrics)
 
 
 def _report_readiness(

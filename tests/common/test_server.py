@@ -82,6 +82,25 @@ async def test_serving_then_drains_on_sigterm_finishing_in_flight_call(server):
     assert await asyncio.to_thread(proc.wait, 10) == 0
 
 
+async def test_calls_racing_the_drain_on_an_open_channel_are_unavailable_never_cancelled(server):
+    """A client with a long-lived channel (the router's to its peers) calling just as SIGTERM lands: each call is
+    served or refused UNAVAILABLE (which clients retry elsewhere); grpc's own shutdown used to answer CANCELLED."""
+    proc, port, _ = server
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = tokenizer_pb2_grpc.TokenizerStub(channel)
+        assert (await stub.CountTokens(tokenizer_pb2.CountTokensRequest(texts=["1"]), timeout=5)).total == 1
+        proc.send_signal(signal.SIGTERM)
+        codes = []
+        while not codes or codes[-1] != grpc.StatusCode.UNAVAILABLE:
+            try:
+                await stub.CountTokens(tokenizer_pb2.CountTokensRequest(texts=["1"]), timeout=2)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.aio.AioRpcError as e:
+                codes.append(e.code())
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    assert await asyncio.to_thread(proc.wait, 10) == 0
+
+
 async def test_reflection_lists_services(server):
     _, port, _ = server
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
