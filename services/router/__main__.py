@@ -20,6 +20,7 @@ from services.router.discovery import make_discovery
 from services.router.dispatch import Dispatcher
 from services.router.fleet import Fleet
 from services.router.http_api import HttpApi
+from services.router.kv_events import KvEventFeed, KvEventIndex
 from services.router.pipeline import Pipeline
 from services.router.policy import POLICIES, make_policy
 from services.router.rewards import RewardClient
@@ -83,6 +84,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-http", action="store_true", help="serve no OpenAI HTTP API")
     p.add_argument("--tokenizer-cache", type=Path, default=None, help="where fetched tokenizer artifacts are kept")
     p.add_argument(
+        "--kv-events",
+        action=argparse.BooleanOptionalAction,
+        default=(env("kv-events", "false") or "false").lower() in ("1", "true", "yes"),
+        help="cache_aware follows the workers' own KV events (SubscribeKvEvents) where they publish them, so "
+        "router replicas share one view of every cache; off: each router's guess from what it sent",
+    )
+    p.add_argument(
         "--dataset",
         action="append",
         default=[],
@@ -128,8 +136,12 @@ def main(argv: Sequence[str]) -> int:
 
     async def build() -> Service:
         pool = WorkerPool(HealthPolicy(interval_s=args.health_interval_s), CircuitBreaker(), WorkerClient)
-        policy = make_policy(args.policy)
+        feed = KvEventFeed(KvEventIndex()) if args.kv_events else None
+        policy = make_policy(args.policy, truth=feed.index if feed else None)
         pool.on_removed.append(policy.forget)
+        if feed is not None:
+            pool.on_added.append(feed.add)
+            pool.on_removed.append(feed.remove)
         tokenizer = RouterTokenizer(tokenizer_target, args.tokenizer_cache)
         pipeline = Pipeline(
             Dispatcher(pool, policy, args.max_attempts, max_wait_s=args.queue_timeout_s),
@@ -164,6 +176,8 @@ def main(argv: Sequence[str]) -> int:
             await discovery.stop()
             await fleet.stop()
             await pool.stop()
+            if feed is not None:
+                await feed.stop()
             await tokenizer.stop()
             await rewards.close()
             await runs.close()

@@ -11,6 +11,7 @@ and resyncs from a snapshot when it sees a gap; a worker answering UNIMPLEMENTED
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 import grpc
 from smg_grpc_proto.generated import common_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
+
+from services.router import metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +77,13 @@ class KvEventIndex:
             elif kind == "cleared":
                 state.hashes.clear()
         state.sequence = max(state.sequence, batch.sequence_number)
+        metrics.KV_EVENT_BLOCKS.labels(worker).set(len(state.hashes))
         return True
 
     def forget(self, worker: str) -> None:
         self._workers.pop(worker, None)
+        with contextlib.suppress(KeyError):
+            metrics.KV_EVENT_BLOCKS.remove(worker)
 
     def match(self, input_ids: Sequence[int], workers: Sequence[str]) -> dict[str, int]:
         """Leading prompt tokens each worker holds in its cache, for the workers this index has events of."""
@@ -98,6 +104,42 @@ class KvEventIndex:
                 depth += 1
             out[worker] = depth * state.block_size
         return out
+
+
+class KvEventFeed:
+    """One subscriber per worker of a pool (started as workers join, stopped as they leave), all feeding one
+    index: `--kv-events` on the router. Each subscriber has its own channel to its worker."""
+
+    def __init__(self, index: KvEventIndex) -> None:
+        self.index = index
+        self._subscribers: dict[str, tuple[KvEventSubscriber, grpc.aio.Channel]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def add(self, worker: str) -> None:
+        if worker in self._subscribers:
+            return
+        channel = grpc.aio.insecure_channel(worker)
+        subscriber = KvEventSubscriber(self.index, worker, channel)
+        subscriber.start()
+        self._subscribers[worker] = (subscriber, channel)
+
+    def remove(self, worker: str) -> None:
+        entry = self._subscribers.pop(worker, None)
+        self.index.forget(worker)
+        if entry is not None:
+            task = asyncio.get_running_loop().create_task(self._close(*entry))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close(subscriber: KvEventSubscriber, channel: grpc.aio.Channel) -> None:
+        await subscriber.stop()
+        await channel.close()
+
+    async def stop(self) -> None:
+        for worker in list(self._subscribers):
+            self.remove(worker)
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 class KvEventSubscriber:

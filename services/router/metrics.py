@@ -57,3 +57,6 @@ WEIGHT_UPDATE_SECONDS = Histogram(
     "mimo_router_weight_update_seconds", "UpdateWeights call to every updated worker serving", buckets=LATENCY_BUCKETS_S
 )
 WORKERS_HELD = Gauge("mimo_router_workers_held", "Workers kept out of routing by the fleet (updating or behind)")
+KV_EVENT_BLOCKS = Gauge(
+    "mimo_router_kv_event_blocks", "Prefix-cache blocks each worker reports holding (--kv-events)", ["worker"]
+)

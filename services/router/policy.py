@@ -185,7 +185,10 @@ POLICIES: dict[str, Callable[[], Policy]] = {
 }
 
 
-def make_policy(name: str) -> Policy:
+def make_policy(name: str, truth: CacheTruth | None = None) -> Policy:
+    """`truth`: the workers' KV events (cache_aware only)."""
     if name not in POLICIES:
         raise ValueError(f"--policy: unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+    if name == CacheAware.name:
+        return CacheAware(truth=truth)
     return POLICIES[name]()

@@ -162,6 +162,7 @@ class WorkerPool:
         self.on_removed: list[Callable[[str], None]] = []  # callbacks(url), e.g. the cache-aware policy forgets
         self.on_routable: list[Callable[[bool], None]] = []  # callbacks(ready), e.g. health readiness
         self.on_probed: list[Callable[[Worker], None]] = []  # after each successful probe (the fleet's catch-up)
+        self.on_added: list[Callable[[str], None]] = []  # callbacks(url), e.g. a KV-event subscription
         self.target_version: str | None = None  # the fleet's version: workers elsewhere get no traffic
         self.updating = False  # a fleet update is running (readiness holds)
         self._ready = False
@@ -175,6 +176,8 @@ class WorkerPool:
         worker.on_change = self.refresh
         self.workers[url] = worker
         log.info("worker added", extra={"worker": url})
+        for callback in self.on_added:
+            callback(url)
         await self._probe(worker)
         self.refresh()
         return worker
