@@ -210,3 +210,22 @@ async def test_a_rollout_can_require_a_minimum_weight_version(tiny_model, tmp_pa
             await collect(await rollout(client, n=1, min_weight_version="4"))
         samples, _ = await collect(await rollout(client, n=1, min_weight_version="2"))
         assert {s.sample_weight_version for s in samples} == {"3"}
+
+
+async def test_one_update_at_a_time_and_bad_arguments_name_the_field(tiny_model, tmp_path):
+    from mimo_client import Aborted
+
+    new = checkpoint(tiny_model, tmp_path / "step-1")
+    async with fleet(tmp_path, tiny_model) as (_, client):
+        first = asyncio.create_task(client.update_weights(str(new), "1", timeout_s=120))
+        await wait_for(lambda: client.weight_versions(), lambda v: v.is_updating)
+        with pytest.raises(Aborted, match="one at a time"):
+            await client.update_weights(str(new), "2", timeout_s=120)
+        assert not (await first).failed
+        for kwargs, field in (({"weight_version": ""}, "weight_version"), ({"model_path": ""}, "model_path")):
+            args = {"model_path": str(new), "weight_version": "3", **kwargs}
+            with pytest.raises(InvalidArgument, match=field):
+                await client.update_weights(args["model_path"], args["weight_version"], timeout_s=30)
+        with pytest.raises(InvalidArgument, match="timeout_s"):
+            await client.update_weights(str(new), "3", update_timeout_s=-1, timeout_s=30)
+        assert (await client.weight_versions()).weight_version == "1"
