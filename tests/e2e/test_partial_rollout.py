@@ -30,33 +30,35 @@ async def collect(events) -> tuple[list[SampleFinished], list[GroupFinished], Ro
 
 async def test_early_termination_returns_running_samples_partial_and_a_later_rollout_resumes_them(tiny_model, tmp_path):
     prompts = [RolloutPrompt(f"p{i}", token_ids=[1, 82, 71, 78, 2, 1, 90 + i]) for i in range(8)]
-    async with sim_stack(tiny_model, tmp_path / "logs", num_workers=2) as stack:
-        async with AsyncMimoClient(stack.child("router").spec.target, stream_timeout_s=120) as client:
-            events = client.rollout(
-                prompts, samples_per_prompt=2, max_new_tokens=600, early_termination="fifo", target_prompts=1,
-                partial_rollout=True,
-            )  # fmt: skip
-            samples, groups, finished = await collect(events)
-            assert finished.early_terminated
-            partial = [s for s in samples if s.finish_reason == "abort"]
-            assert partial, "samples still running at the termination come back"
-            assert all(0 < len(s.token_ids) < 600 for s in partial)  # (the sim computes no logprobs)
-            assert finished.num_samples_aborted == 16 - len([s for s in samples if s.finish_reason != "abort"])
-            partial_prompts = {s.prompt_id for s in partial}
-            assert partial_prompts <= set(finished.unfinished_prompt_ids)
-            assert all(g.num_aborted > 0 for g in groups if g.prompt_id in partial_prompts)
+    async with (
+        sim_stack(tiny_model, tmp_path / "logs", num_workers=2) as stack,
+        AsyncMimoClient(stack.child("router").spec.target, stream_timeout_s=120) as client,
+    ):
+        events = client.rollout(
+            prompts, samples_per_prompt=2, max_new_tokens=600, early_termination="fifo", target_prompts=1,
+            partial_rollout=True,
+        )  # fmt: skip
+        samples, groups, finished = await collect(events)
+        assert finished.early_terminated
+        partial = [s for s in samples if s.finish_reason == "abort"]
+        assert partial, "samples still running at the termination come back"
+        assert all(0 < len(s.token_ids) < 600 for s in partial)  # (the sim computes no logprobs)
+        assert finished.num_samples_aborted == 16 - len([s for s in samples if s.finish_reason != "abort"])
+        partial_prompts = {s.prompt_id for s in partial}
+        assert partial_prompts <= set(finished.unfinished_prompt_ids)
+        assert all(g.num_aborted > 0 for g in groups if g.prompt_id in partial_prompts)
 
-            by_id = {p.prompt_id: p for p in prompts}
-            resumed = [RolloutPrompt(s.prompt_id, token_ids=by_id[s.prompt_id].token_ids, resume=s.partial())
-                       for s in partial]  # fmt: skip
-            again, _, done = await collect(client.rollout(resumed, max_new_tokens=600))
-            assert done.num_samples_aborted == 0 and len(again) == len(partial)
-            before = {(s.prompt_id, s.sample_index): s for s in partial}
-            for s in again:
-                old = before[(s.prompt_id, s.sample_index)]
-                assert s.token_ids[: len(old.token_ids)] == old.token_ids and s.num_resumed_tokens == len(old.token_ids)
-                assert s.prompt_token_ids == by_id[s.prompt_id].token_ids and s.finish_reason in {"stop", "length"}
-                assert len(s.token_ids) <= 600 and s.usage.completion_tokens == len(s.token_ids)
+        by_id = {p.prompt_id: p for p in prompts}
+        resumed = [RolloutPrompt(s.prompt_id, token_ids=by_id[s.prompt_id].token_ids, resume=s.partial())
+                   for s in partial]  # fmt: skip
+        again, _, done = await collect(client.rollout(resumed, max_new_tokens=600))
+        assert done.num_samples_aborted == 0 and len(again) == len(partial)
+        before = {(s.prompt_id, s.sample_index): s for s in partial}
+        for s in again:
+            old = before[(s.prompt_id, s.sample_index)]
+            assert s.token_ids[: len(old.token_ids)] == old.token_ids and s.num_resumed_tokens == len(old.token_ids)
+            assert s.prompt_token_ids == by_id[s.prompt_id].token_ids and s.finish_reason in {"stop", "length"}
+            assert len(s.token_ids) <= 600 and s.usage.completion_tokens == len(s.token_ids)
 
 
 async def test_a_resumed_greedy_sample_equals_the_uninterrupted_one_token_for_token(tiny_model, tmp_path):

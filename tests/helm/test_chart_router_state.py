@@ -53,5 +53,5 @@ def test_an_existing_claim_is_used_as_is_and_nothing_is_mounted_by_default() -> 
 
 
 def test_state_with_several_router_replicas_is_refused_with_a_reason() -> None:
-    with pytest.raises(Exception, match="router.replicas to 1"):
+    with pytest.raises(Exception, match=r"router\.replicas to 1"):
         render({"router": {"replicas": 2, "state": {"enabled": True}}})
