@@ -8,9 +8,9 @@ from mimo_client.v1 import admin_pb2
 
 from services.router.domain import InvalidRequest
 from services.router.fleet import DEFAULT_TIMEOUT_S, FleetUpdate, FleetVersions
+from services.router.wire import MAX_VERSION_CHARS
 
 MAX_PATH_CHARS = 4096
-MAX_VERSION_CHARS = 256
 
 
 def update_args(request: admin_pb2.FleetUpdateRequest) -> tuple[str, str, bool, float]:

@@ -51,7 +51,9 @@ FLEET_WEIGHT_VERSION = Gauge(
     "mimo_router_fleet_weight_version_info", "1 for the version the fleet serves (the last update's)", ["version"]
 )
 WEIGHT_UPDATES = Counter(
-    "mimo_router_weight_updates", "Fleet weight updates by result (ok, partial, refused, failed)", ["result"]
+    "mimo_router_weight_updates",
+    "Fleet weight updates that took effect: ok, or partial (some workers failed)",
+    ["result"],
 )
 WEIGHT_UPDATE_SECONDS = Histogram(
     "mimo_router_weight_update_seconds", "UpdateWeights call to every updated worker serving", buckets=LATENCY_BUCKETS_S

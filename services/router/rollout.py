@@ -85,7 +85,6 @@ class RolloutRun:
         self.early_terminated = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._live: dict[str, tuple[Generation, asyncio.Task[object]]] = {}  # prepared generations, by worker id
-        self._partial: list[int] = []  # prompts whose group came back with aborted samples
         self._helpers: set[asyncio.Task[None]] = set()
         self._capacity = asyncio.Condition()
         self._in_flight = 0
@@ -177,7 +176,6 @@ class RolloutRun:
         )
         self.events.put_nowait(group)
         if aborted:  # not finished: its aborted samples can be resumed (RolloutPrompt.resume)
-            self._partial.append(state.index)
             return
         self.finished_prompts.append(state.index)
         self._on_group(state, group)
