@@ -266,6 +266,14 @@ def rollout_spec(request: rollout_pb2.RolloutRequest, vocab_size: int, deadline:
     _check(not request.scorer or ":" in request.scorer, "scorer", "give host:port of a mimo.v1.Verifier service")
     launch_order = request.early_termination == rollout_pb2.EARLY_TERMINATION_POLICY_LAUNCH_ORDER
     dynamic = dynamic_sampling(request, launch_order)
+    for p in prompts:  # checked here, before anything runs, so the error names the prompt
+        if p.resume is not None and sampling.max_new_tokens is not None:
+            done = len(p.resume.token_ids)
+            _check(
+                done < sampling.max_new_tokens,
+                f"prompts[{p.index}].resume.token_ids",
+                f"{done} tokens already reach sampling.max_new_tokens ({sampling.max_new_tokens})",
+            )
     _check(
         not (dynamic and any(p.resume is not None for p in prompts)),
         "prompts",

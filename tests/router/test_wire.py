@@ -188,6 +188,13 @@ BAD_RESUME = [
 ]
 
 
+def test_a_partial_sample_that_already_fills_max_new_tokens_is_refused_up_front():
+    resume = PS(token_ids=[3, 4], logprobs=[-1.0, -1.0])
+    with pytest.raises(InvalidRequest) as e:
+        wire.rollout_spec(rollout(prompt(resume=resume), sampling=S(max_new_tokens=2)), VOCAB, None)
+    assert e.value.field == "prompts[0].resume.token_ids"
+
+
 @pytest.mark.parametrize(("resume", "field"), BAD_RESUME)
 def test_a_bad_partial_sample_is_refused_naming_the_field(resume, field):
     with pytest.raises(InvalidRequest) as e:
