@@ -17,6 +17,9 @@ from mimo_client.v1 import inference_pb2, inference_pb2_grpc
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from services.common.net import free_port
+from services.router.breaker import CircuitBreaker
+from services.router.worker_client import WorkerClient
+from services.router.workers import HealthPolicy, WorkerPool
 from services.stack import Stack, random_ports_plan
 from tests.support.fake_scheduler import FakeScheduler, Script
 
@@ -124,3 +127,49 @@ async def test_with_no_worker_a_request_ends_unavailable_after_its_bounded_wait(
             await stub.Generate(inference_pb2.GenerateRequest(text="hi"), timeout=30)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "no worker became ready within 1." in e.value.details() and "not_ready" in e.value.details()
+
+
+async def test_list_models_counts_routable_workers_not_known_ones(router_on):
+    """Two workers known from start-up, one failing its health check: ListModels says 1, then 2 once it passes."""
+    ok, sick = FakeScheduler(), FakeScheduler(Script(healthy=False))
+    ok_port, sick_port = free_port(), free_port()
+    servers = [await start_fake(ok, ok_port), await start_fake(sick, sick_port)]
+    workers = f"grpc://127.0.0.1:{ok_port},grpc://127.0.0.1:{sick_port}"
+    router = await router_on(ok_port, "--workers", workers)  # the later --workers wins
+    await until(router, SERVING)
+
+    async def num_workers() -> int:
+        async with grpc.aio.insecure_channel(router) as channel:
+            reply = await inference_pb2_grpc.InferenceStub(channel).ListModels(
+                inference_pb2.ListModelsRequest(), timeout=5
+            )
+        return reply.models[0].num_workers
+
+    await asyncio.sleep(0.6)  # three probe intervals: the sick worker is known and still not routable
+    assert await num_workers() == 1
+    sick.script.healthy = True
+
+    async def two() -> None:
+        while await num_workers() != 2:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(two(), 30)
+    for server in servers:
+        await server.stop(0)
+
+
+async def test_a_worker_added_after_start_is_probed_at_once_not_on_the_next_interval():
+    """WorkerPool in process over a real scheduler on loopback: with a 60 s probe interval, a worker added after
+    the pool's first round is routable as soon as add() returns."""
+    fake, port = FakeScheduler(), free_port()
+    server = await start_fake(fake, port)
+    pool = WorkerPool(HealthPolicy(interval_s=60), CircuitBreaker(), WorkerClient)
+    pool.start()
+    try:
+        await asyncio.sleep(0.2)  # the first round (of no workers) is over; the next is a minute away
+        await asyncio.wait_for(pool.add(f"127.0.0.1:{port}"), 10)
+        assert [w.url for w in pool.routable()] == [f"127.0.0.1:{port}"]
+        assert await pool.wait_routable(0)
+    finally:
+        await pool.stop()
+        await server.stop(0)
