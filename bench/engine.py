@@ -178,11 +178,12 @@ class OurRounds:
         self.policy_mode = "always" if mode == "always" else "auto"
         self.core: EngineCore | None = None
         self.outputs: dict[str, list[int]] = {}  # the last round's tokens per request
+        self.prefill_steps: list[float] = []  # the last round's prefill step times (s)
 
     def __call__(self, rnd: int) -> Timing:
         prompts = self.prompts_of(rnd)
         if self.core is None:
-            blocks = len(prompts) * (-(-(len(prompts[0]) + self.new_tokens + 2) // 16)) + 8
+            blocks = sum(-(-(len(p) + self.new_tokens + 2) // 16) for p in prompts) + 8  # no preemption
             cfg = CoreConfig(num_blocks=blocks, max_running_requests=max(64, len(prompts)), is_mtp_enabled=self.is_mtp,
                              use_cuda_graphs=self.graphs, compile_kernels=self.compiled, max_context_length=self.model.config.max_position_embeddings,
                              max_batch_tokens=self.max_batch_tokens)  # fmt: skip
@@ -196,9 +197,11 @@ class OurRounds:
             core.add_request(GenerateInput(f"r{rnd}-{i}", tuple(p), sampling))
         drafted, accepted = core.num_draft_tokens, core.num_accepted_tokens
         got: dict[str, list[int]] = {}
-        start = time.perf_counter()
+        start, self.prefill_steps = time.perf_counter(), []
         while core.has_work and not is_decoding(core):
+            begin = time.perf_counter()
             collect(core.step(), got)  # prefill (chunked: several steps)
+            self.prefill_steps.append(time.perf_counter() - begin)
         first, steps = time.perf_counter(), 0
         while core.has_work:
             collect(core.step(), got)
@@ -299,6 +302,14 @@ def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int
         print_result(results[-1])
         if isinstance(fn, OurRounds):
             outputs[label] = fn.outputs
+            steps = fn.prefill_steps
+            if steps:
+                print(
+                    f"    prefill: {len(steps)} steps, {sum(steps):.2f} s, slowest {max(steps) * 1e3:.1f} ms",
+                    flush=True,
+                )
+            if fn.core is not None and fn.core.is_mtp:
+                print(f"    mtp policy: {fn.core.runner.spec_policy.summary()}", flush=True)
         if isinstance(fn, OurRounds) and fn.graphs:
             print("    graph replay ms: " + ", ".join(f"{k} {v:.2f}" for k, v in fn.replay_ms().items()), flush=True)
     plain = outputs.get("ours MTP off")

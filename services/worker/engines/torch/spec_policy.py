@@ -2,45 +2,71 @@
 
 An MTP step emits 1 + a tokens per sequence (a: the measured acceptance) and costs t_spec; a plain
 step emits 1 and costs t_plain. Drafting pays when (1 + a) / t_spec >= 1 / t_plain. Both costs are
-wall times of warm steps (no graph captured in them), kept per batch-size bucket as moving averages,
-so the choice follows the batch size: a host-bound small model at a large batch stops drafting,
-MiMo-7B at batch 1 keeps drafting. Every `probe_every` steps the other mode runs once, so a stale
-cost or acceptance is re-measured.
+wall times of warm steps (no graph captured in them), kept per batch-size bucket, so the choice
+follows the batch size: a host-bound small model at a large batch stops drafting, MiMo-7B at batch 1
+keeps drafting.
+
+A step's cost is the minimum of its mode's last `window` warm steps in that bucket: noise (another
+process, a collection, a first run of a shape) only ever adds time, so one slow sample must not
+decide the mode for the rest of the run, while the window keeps the estimate current as contexts
+grow. Each mode is measured `min_samples` times per bucket before the policy chooses; after that
+the other mode runs once every `probe_every` choices, so its cost and the acceptance stay fresh.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
 class SpecPolicy:
     mode: str = "auto"  # auto | always (bench: the MTP step's own cost) | never
-    smoothing: float = 0.2
-    probe_every: int = 200
+    window: int = 16
+    min_samples: int = 2
+    probe_every: int = 32
+    smoothing: float = 0.2  # of the acceptance's moving average
     acceptance: float = 1.0  # optimistic until measured: MTP runs first
-    costs: dict[tuple[bool, int], float] = field(default_factory=dict)  # (is_spec, bucket) -> seconds
+    samples: dict[tuple[bool, int], deque[float]] = field(default_factory=dict)  # (is_spec, bucket) -> seconds
     num_choices: int = 0
     num_plain_steps: int = 0
+    num_spec_steps: int = 0
+
+    def cost(self, is_spec: bool, bucket: int) -> float | None:
+        """The mode's step cost in this bucket (seconds), None until measured."""
+        recent = self.samples.get((is_spec, bucket))
+        return min(recent) if recent else None
 
     def should_draft(self, bucket: int) -> bool:
         if self.mode != "auto":
-            return self.mode == "always"
-        spec, plain = self.costs.get((True, bucket)), self.costs.get((False, bucket))
-        if spec is None or plain is None:
-            choice = spec is None  # measure MTP first, then plain
+            choice = self.mode == "always"
         else:
-            self.num_choices += 1
-            choice = (1.0 + self.acceptance) / spec >= 1.0 / plain
-            if self.num_choices % self.probe_every == 0:
-                choice = not choice
+            num_spec = len(self.samples.get((True, bucket), ()))
+            num_plain = len(self.samples.get((False, bucket), ()))
+            if min(num_spec, num_plain) < self.min_samples:
+                choice = num_spec <= num_plain  # measure both, MTP first
+            else:
+                self.num_choices += 1
+                spec, plain = self.cost(True, bucket), self.cost(False, bucket)
+                assert spec is not None and plain is not None
+                choice = (1.0 + self.acceptance) / spec >= 1.0 / plain
+                if self.num_choices % self.probe_every == 0:
+                    choice = not choice
+        self.num_spec_steps += int(choice)
         self.num_plain_steps += int(not choice)
         return choice
 
     def record(self, bucket: int, is_spec: bool, seconds: float, acceptance: float | None = None) -> None:
         """A warm step's wall time; with MTP, also the fraction of drafts accepted in it."""
-        key = (is_spec, bucket)
-        old = self.costs.get(key)
-        self.costs[key] = seconds if old is None else old + self.smoothing * (seconds - old)
+        self.samples.setdefault((is_spec, bucket), deque(maxlen=self.window)).append(seconds)
         if acceptance is not None:
             self.acceptance += self.smoothing * (acceptance - self.acceptance)
+
+    def summary(self) -> str:
+        """One line: how often it drafted, and the costs it chose by."""
+        costs = ", ".join(
+            f"b{bucket} {'mtp' if is_spec else 'plain'} {min(v) * 1e3:.2f} ms"
+            for (is_spec, bucket), v in sorted(self.samples.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        )
+        total = self.num_spec_steps + self.num_plain_steps
+        return f"drafted {self.num_spec_steps} of {total} decode steps, acceptance {self.acceptance:.2f}; {costs}"
