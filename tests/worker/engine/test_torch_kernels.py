@@ -55,7 +55,7 @@ def reference(q, k_cache, v_cache, tables, num_q, num_ctx, block_size):
 
 @pytest.mark.parametrize("seed", range(3 if INTERPRETED else 12))
 def test_kernel_matches_fp64_attention_on_random_ragged_batches(seed: int) -> None:
-    from services.worker.engines.torch.kernels.paged_attention import paged_attention
+    from services.worker.engines.torch.kernels.paged_attention import paged_attention, query_blocks
 
     gen = torch.Generator().manual_seed(seed)
     block_size = [1, 4, 16, 32][seed % 4]
@@ -68,12 +68,26 @@ def test_kernel_matches_fp64_attention_on_random_ragged_batches(seed: int) -> No
     ]
     q, k_cache, v_cache, tables = build_case(gen, num_seqs, block_size, num_q, num_ctx)
     starts = torch.tensor([0, *torch.tensor(num_q).cumsum(0).tolist()], device=DEVICE)
-    for num_sms in (1, 132):  # one split, and many splits merged by log-sum-exp
+    blocks = torch.tensor(query_blocks(num_q, q.shape[1] // k_cache.shape[1], q.dtype), device=DEVICE).view(-1, 2)
+    ref = reference(q, k_cache, v_cache, tables, num_q, num_ctx, block_size)
+    # one split, and many splits merged by log-sum-exp; every sequence given the longest one's query
+    # blocks, and only the blocks that hold rows (ragged steps)
+    for num_sms, q_blocks in ((1, None), (132, None), (1, blocks), (132, blocks)):
         out = paged_attention(q, k_cache, v_cache, tables, starts, torch.tensor(num_ctx, device=DEVICE), block_size,
-                              max(num_q), num_sms)  # fmt: skip
-        ref = reference(q, k_cache, v_cache, tables, num_q, num_ctx, block_size)
+                              max(num_q), num_sms, q_blocks=q_blocks)  # fmt: skip
         err = (out.double() - ref).norm() / ref.norm()
-        assert err < 1e-5, f"relative error {err:.2e} (block {block_size}, q {num_q}, ctx {num_ctx}, sms {num_sms})"
+        assert err < 1e-5, (
+            f"relative error {err:.2e} (block {block_size}, q {num_q}, ctx {num_ctx}, sms {num_sms}, "
+            f"mapped {q_blocks is not None})"
+        )
+
+
+def test_query_blocks_launch_only_blocks_that_hold_rows() -> None:
+    from services.worker.engines.torch.kernels.paged_attention import query_blocks
+
+    # 4 query heads per kv head: a decoding row is 4 rows (one block), a 200-token chunk 800 (7 of 128)
+    assert query_blocks([1, 200, 1], 4, torch.bfloat16) == [0, 0, *[v for b in range(7) for v in (1, b)], 2, 0]
+    assert query_blocks([2, 2], 4, torch.bfloat16) == [0, 0, 1, 0]  # verify: 16-row blocks
 
 
 def test_rope_and_store_matches_the_exact_layer_path() -> None:

@@ -29,6 +29,7 @@ class StepTensors:
     use_graph: bool = False  # padded to a CUDA-graph shape (uniform decode or verify)
     query_start: Tensor | None = None  # [B+1] kernel path, ragged steps: sequence b's rows start..end (else uniform)
     max_query_len: int = 1  # new tokens of the longest sequence (the kernel's launch shape)
+    q_blocks: Tensor | None = None  # [P, 2] kernel path, ragged steps: the (sequence, query block) programs
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class KernelMeta:
     block_size: int
     max_query_len: int
     num_sms: int
+    q_blocks: Tensor | None = None
 
 
 def kernel_meta(step: StepTensors, block_size: int, num_sms: int) -> KernelMeta:
@@ -62,7 +64,9 @@ def kernel_meta(step: StepTensors, block_size: int, num_sms: int) -> KernelMeta:
         num_q = step.positions.shape[0] // num_seqs
         query_start = torch.arange(0, num_seqs * num_q + 1, num_q, device=step.positions.device)
     seq_lens = step.positions[query_start[1:] - 1] + 1
-    return KernelMeta(step.slot_mapping, step.block_tables, query_start, seq_lens, block_size, num_q, num_sms)
+    return KernelMeta(
+        step.slot_mapping, step.block_tables, query_start, seq_lens, block_size, num_q, num_sms, step.q_blocks
+    )
 
 
 def attn_meta(step: StepTensors, block_size: int, num_q_per_kv: int, dtype: torch.dtype) -> AttnMeta:

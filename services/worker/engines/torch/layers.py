@@ -138,7 +138,7 @@ def layer_forward(
         q = kernels.rope_and_store(qkv, cos, sin_signed, meta.slot_mapping, k_cache, v_cache, w.num_q_heads)
         out = kernels.paged_attention(
             q, k_cache, v_cache, meta.block_tables, meta.query_start, meta.seq_lens,
-            meta.block_size, meta.max_query_len, meta.num_sms,
+            meta.block_size, meta.max_query_len, meta.num_sms, q_blocks=meta.q_blocks,
         )  # fmt: skip
     else:
         qk = k.rotary(qkv[:, : q_dim + kv_dim].view(num_tokens, -1, d), cos, sin_signed)  # [N, Hq + Hkv, D]

@@ -10,6 +10,7 @@ results by their log-sum-exp. Shapes come only from tensor shapes, so it can be 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,18 +48,48 @@ PREFILL_TILES = Tiles()
 FP32_TILES = Tiles(64, 64, 4, 2)  # fp32 tiles of the default shape would not fit in shared memory
 
 
+def tiles_for(dtype: torch.dtype) -> Tiles:
+    return FP32_TILES if dtype == torch.float32 else PREFILL_TILES
+
+
+def rows_per_block(max_q_len: int, rep: int, tiles: Tiles) -> int:
+    """Query rows per program: 16 for decode and verify, the prefill tile's otherwise."""
+    return 16 if max_q_len * rep <= 16 else tiles.block_m
+
+
+def query_blocks(query_lens: Sequence[int], rep: int, dtype: torch.dtype) -> list[int]:
+    """A ragged step's programs: flat (sequence, query block) pairs, only blocks that hold query rows.
+
+    Without it every sequence gets as many blocks as the longest one, so a decoding sequence beside a
+    long prompt chunk would launch hundreds of empty programs per layer.
+    """
+    block_m = rows_per_block(max(query_lens), rep, tiles_for(dtype))
+    return [v for b, n in enumerate(query_lens) for block in range(-(-n * rep // block_m)) for v in (b, block)]
+
+
 def plan(
-    num_seqs: int, num_kv_heads: int, rep: int, max_q_len: int, max_context: int, num_sms: int, tiles: Tiles
+    num_seqs: int,
+    num_kv_heads: int,
+    rep: int,
+    max_q_len: int,
+    max_context: int,
+    num_sms: int,
+    tiles: Tiles,
+    num_mapped: int | None = None,
 ) -> Plan:
-    """Decode/verify: 16 query rows and enough splits to fill the GPU; prefill: `tiles`, one split."""
-    rows = max_q_len * rep
-    is_decode = rows <= 16
-    block_m = 16 if is_decode else tiles.block_m
+    """Decode/verify: 16 query rows and enough splits to fill the GPU. Prefill/extend: `tiles`, and the
+    context split in up to 16 pieces of >= 1,024 keys while the programs number under 8 per SM (a short
+    chunk against a long context: few programs, each a long loop). `num_mapped`: programs of a query map."""
+    block_m = rows_per_block(max_q_len, rep, tiles)
+    is_decode = block_m == 16
     block_n = 64 if is_decode else tiles.block_n
-    num_q_blocks = triton.cdiv(rows, block_m)
-    programs = num_seqs * num_kv_heads * num_q_blocks
+    num_q_blocks = triton.cdiv(max_q_len * rep, block_m)
+    programs = num_kv_heads * (num_seqs * num_q_blocks if num_mapped is None else num_mapped)
     max_splits = triton.cdiv(max_context, block_n)
-    num_splits = 1 if rows > 16 else max(1, min(max_splits, triton.cdiv(2 * num_sms, programs), 64))
+    if is_decode:
+        num_splits = max(1, min(max_splits, triton.cdiv(2 * num_sms, programs), 64))
+    else:
+        num_splits = max(1, min(triton.cdiv(max_context, 1024), 8 * num_sms // programs, 16))
     split_tokens = triton.cdiv(triton.cdiv(max_context, num_splits), block_n) * block_n
     num_splits = triton.cdiv(max_context, split_tokens)
     warps, stages = (4, 2) if is_decode else (tiles.num_warps, tiles.num_stages)
@@ -67,14 +98,18 @@ def plan(
 
 @triton.jit(do_not_specialize=["NUM_Q_BLOCKS", "SPLIT_TOKENS"])
 def _attn_kernel(
-    q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, lse_ptr, tables_ptr, q_start_ptr, seq_len_ptr,
+    q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, lse_ptr, tables_ptr, q_start_ptr, seq_len_ptr, q_blocks_ptr,
     stride_qn, stride_qh, stride_kn, stride_kh, stride_tb, stride_on, stride_ps, stride_pn, stride_ls, stride_ln,
     scale_log2, NUM_Q_BLOCKS, SPLIT_TOKENS,  # runtime ints: prefill shapes vary every step (no recompiles)
     REP: tl.constexpr, BS: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    IS_SPLIT: tl.constexpr, IEEE: tl.constexpr,
+    IS_SPLIT: tl.constexpr, IEEE: tl.constexpr, HAS_MAP: tl.constexpr,
 ):  # fmt: skip
-    seq = tl.program_id(0) // NUM_Q_BLOCKS
-    q_block = tl.program_id(0) % NUM_Q_BLOCKS
+    if HAS_MAP:  # ragged steps: each program's (sequence, query block) from the map
+        seq = tl.load(q_blocks_ptr + 2 * tl.program_id(0))
+        q_block = tl.load(q_blocks_ptr + 2 * tl.program_id(0) + 1)
+    else:
+        seq = tl.program_id(0) // NUM_Q_BLOCKS
+        q_block = tl.program_id(0) % NUM_Q_BLOCKS
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     q_begin = tl.load(q_start_ptr + seq)
@@ -94,6 +129,8 @@ def _attn_kernel(
     last_tok = tl.minimum(q_block * BLOCK_M + BLOCK_M - 1, q_len * REP - 1) // REP
     hi = tl.minimum(seq_len - q_len + last_tok + 1, (split + 1) * SPLIT_TOKENS)
     lo = split * SPLIT_TOKENS
+    has_rows = (q_block * BLOCK_M < q_len * REP).to(tl.int32)
+    hi = lo + (hi - lo) * has_rows  # a block without query rows reads no keys
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
@@ -165,18 +202,21 @@ def paged_attention(
     max_q_len: int,
     num_sms: int,
     tiles: Tiles | None = None,
+    q_blocks: Tensor | None = None,
 ) -> Tensor:
     """q [N, Hq, D] (new tokens, flat by sequence); caches [slots, Hkv, D] already hold the new k, v.
 
     query_start [B+1] int: sequence b's queries are rows query_start[b]..query_start[b+1]-1, the
     last positions of its context of seq_lens[b] tokens. Returns [N, Hq * D] in q's dtype.
+    q_blocks [P, 2] int (`query_blocks`, ragged steps): launch only the P blocks that hold query rows.
     """
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[1]
     rep = num_q_heads // num_kv_heads
     num_seqs = block_tables.shape[0]
-    tiles = tiles or (FP32_TILES if q.dtype == torch.float32 else PREFILL_TILES)
-    p = plan(num_seqs, num_kv_heads, rep, max_q_len, block_tables.shape[1] * block_size, num_sms, tiles)
+    tiles = tiles or tiles_for(q.dtype)
+    num_mapped = None if q_blocks is None else q_blocks.shape[0]
+    p = plan(num_seqs, num_kv_heads, rep, max_q_len, block_tables.shape[1] * block_size, num_sms, tiles, num_mapped)
     out = torch.empty(num_tokens, num_q_heads * head_dim, dtype=q.dtype, device=q.device)
     is_split = p.num_splits > 1
     if is_split:
@@ -185,14 +225,15 @@ def paged_attention(
     else:
         part = lse = out  # unused
     scale_log2 = LOG2E / head_dim**0.5
-    grid = (num_seqs * p.num_q_blocks, num_kv_heads, p.num_splits)
+    grid = (num_seqs * p.num_q_blocks if num_mapped is None else num_mapped, num_kv_heads, p.num_splits)
     _attn_kernel[grid](
         q, k_cache, v_cache, out, part, lse, block_tables, query_start, seq_lens,
+        query_start if q_blocks is None else q_blocks,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_tables.stride(0), out.stride(0),
         part.stride(0), part.stride(1), lse.stride(0), lse.stride(1),
         scale_log2, p.num_q_blocks, p.split_tokens,
         REP=rep, BS=block_size, D=head_dim, BLOCK_M=p.block_m, BLOCK_N=p.block_n,
-        IS_SPLIT=is_split, IEEE=q.dtype == torch.float32,
+        IS_SPLIT=is_split, IEEE=q.dtype == torch.float32, HAS_MAP=q_blocks is not None,
         num_warps=p.num_warps, num_stages=p.num_stages,
     )  # fmt: skip
     if is_split:
