@@ -46,6 +46,13 @@ def sse(body: Any) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
+class SseResponse(web.StreamResponse):
+    """A stream whose headers go out in one send with its first event, as aiohttp's own web.Response buffers them
+    (`prepare` alone writes nothing): one send fewer before the first token."""
+
+    _send_headers_immediately = False
+
+
 class HttpApi:
     def __init__(
         self,
@@ -235,7 +242,7 @@ class HttpApi:
                 first = None
             except RouterError as e:
                 return error_response(e, _param(e, chat))
-            response = web.StreamResponse(
+            response = SseResponse(
                 headers={
                     "Content-Type": "text/event-stream",
                     "Cache-Control": "no-cache",
@@ -258,8 +265,7 @@ class HttpApi:
                     pending += sse({**chunk(head, [], False), "usage": r.usage_json(gen.usage())})
             except RouterError as e:
                 pending += sse(r.http_error(e).body)
-            await response.write(pending + b"data: [DONE]\n\n")
-            await response.write_eof()
+            await response.write_eof(pending + b"data: [DONE]\n\n")  # one send with the chunked end marker
             return response
 
 
