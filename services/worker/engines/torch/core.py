@@ -20,6 +20,7 @@ from services.worker.engine_api import (
 )
 from services.worker.engines.torch import mtp
 from services.worker.engines.torch.block_manager import BlockManager
+from services.worker.engines.torch.cuda_graphs import batch_bucket
 from services.worker.engines.torch.grammar import Grammar, GrammarCompiler
 from services.worker.engines.torch.model_runner import ModelRunner, SeqResult
 from services.worker.engines.torch.scheduler import Scheduler, SchedulerConfig
@@ -125,16 +126,18 @@ class EngineCore:
 
     def step(self) -> list[RequestOutput]:
         """Schedule, run one forward (prefill or decode) and turn the results into chunks."""
+        start = time.perf_counter()
         batch = self.scheduler.schedule()
         if batch is None:
             return []
+        num_graphs, drafted, acceptance = self.runner.num_graphs, False, None
         with torch.inference_mode():
             if not self.is_mtp:
                 results = self.runner.run_plain(batch.seqs, batch.is_prefill)
             elif batch.is_prefill:
                 results = mtp.run_prefill(self.runner, batch.seqs)
             else:
-                results = mtp.run_decode(self.runner, batch.seqs)
+                results, drafted, acceptance = mtp.run_decode(self.runner, batch.seqs)
         is_spec = self.is_mtp and not batch.is_prefill
         out = []
         for seq, res in zip(batch.seqs, results, strict=True):
@@ -144,6 +147,9 @@ class EngineCore:
                 out.append((seq.request_id, self._apply(seq, res, is_spec)))
         self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
         self.blocks.publish_events()  # this step's KV events, one batch
+        if is_spec and self.runner.num_graphs == num_graphs:  # the whole step's cost; a capture is none
+            bucket = batch_bucket(len(batch.seqs))
+            self.runner.spec_policy.record(bucket, drafted, time.perf_counter() - start, acceptance)
         return out
 
     def _apply(self, seq: Sequence, res: SeqResult, is_spec: bool) -> OutputChunk:

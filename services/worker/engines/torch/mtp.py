@@ -9,8 +9,6 @@ speculative rejection sampling, so the output distribution is the target's.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -104,28 +102,23 @@ def next_prompt_token(seq: Sequence, fed: list[int]) -> int:
     return seq.token_ids[end] if end < seq.num_tokens else 0
 
 
-def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
+def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> tuple[list[SeqResult], bool, float | None]:
     """An MTP step or a plain decode step, whichever the policy expects to emit more tokens per second.
 
+    Returns the results, whether it drafted, and the share of real drafts accepted (None: none
+    verified); the caller records the whole step's wall time with them (`SpecPolicy.record`).
     Batches with a seeded sampled request always draft, so its seed fixes its tokens.
     A plain step leaves the MTP layer's KV unwritten at its position: later drafts attend to a stale
     entry there (lower acceptance, never a wrong token: verification is exact).
     """
-    policy, bucket = runner.spec_policy, batch_bucket(len(seqs))
-    num_graphs, start = runner.num_graphs, time.perf_counter()
     # A seeded sample must not depend on timing: its random draws differ between the two kinds of step.
     is_seeded = any(s.generator is not None and not s.is_greedy for s in seqs)
-    if not is_seeded and not policy.should_draft(bucket):
-        results = runner.run_plain(seqs, is_prefill=False)
-        if runner.num_graphs == num_graphs:  # a capture is no step cost
-            policy.record(bucket, False, time.perf_counter() - start)
-        return results
+    if not is_seeded and not runner.spec_policy.should_draft(batch_bucket(len(seqs))):
+        return runner.run_plain(seqs, is_prefill=False), False, None
     had_draft = [s.draft_token is not None for s in seqs]  # after a plain step: a placeholder, not a draft
     results = run_spec(runner, seqs)
-    if runner.num_graphs == num_graphs:
-        accepted = [r.num_accepted for r, real in zip(results, had_draft, strict=True) if real]
-        policy.record(bucket, True, time.perf_counter() - start, sum(accepted) / len(accepted) if accepted else None)
-    return results
+    accepted = [r.num_accepted for r, real in zip(results, had_draft, strict=True) if real]
+    return results, True, sum(accepted) / len(accepted) if accepted else None
 
 
 def run_spec(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:

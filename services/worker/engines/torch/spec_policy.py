@@ -2,7 +2,8 @@
 
 An MTP step emits 1 + a tokens per sequence (a: the measured acceptance) and costs t_spec; a plain
 step emits 1 and costs t_plain. Drafting pays when (1 + a) / t_spec >= 1 / t_plain. Both costs are
-wall times of warm steps (no graph captured in them), kept per batch-size bucket, so the choice
+wall times of whole warm engine steps (scheduling, forward, sampling and the per-token bookkeeping,
+which an MTP step does twice; no graph captured in them), kept per batch-size bucket, so the choice
 follows the batch size: a host-bound small model at a large batch stops drafting, MiMo-7B at batch 1
 keeps drafting.
 
