@@ -10,6 +10,7 @@ from torch import Tensor
 
 from services.worker.engines.torch import sampler
 from services.worker.engines.torch.attention import AttnMeta, KernelMeta, StepTensors, attn_meta, kernel_meta
+from services.worker.engines.torch.cpu_layers import CpuLayer, PackedLinear, cpu_layer_forward, packed_linear_works
 from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, column_bucket
 from services.worker.engines.torch.kernels import triton_available
 from services.worker.engines.torch.layers import Kernels, fuse_layer, layer_forward
@@ -87,6 +88,12 @@ class ModelRunner:
         self.use_kernels = triton_available(self.device.type)
         self.spec_policy = SpecPolicy()  # MTP engines: draft or not, per decode step
         self.num_sms = torch.cuda.get_device_properties(self.device).multi_processor_count if is_cuda else 1
+        # CPU: oneDNN GEMMs over prepacked weights (cpu_layers.py); layer i, the MTP layer last, and the LM head.
+        self.cpu_layers: list[CpuLayer] | None = None
+        self.cpu_lm_head: PackedLinear | None = None
+        if self.device.type == "cpu" and packed_linear_works(self.dtype):
+            self.cpu_layers = [CpuLayer.of(w) for w in [*self.layers, *([self.mtp_layer] if self.mtp_layer else [])]]
+            self.cpu_lm_head = PackedLinear(model.lm_head.weight.detach(), _detached(model.lm_head.bias))
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -119,10 +126,16 @@ class ModelRunner:
         block_tables = packed[3 * num :].view(num_seqs, num_cols)
         if is_uniform:
             return StepTensors(flat[0], flat[1], flat[2], block_tables, use_graph=use_graph, max_query_len=num_q)
-        if self.use_kernels:  # ragged rows need only their starts
-            row_starts = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int64)
-            query_start = row_starts.to(self.device, non_blocking=True)
-            return StepTensors(flat[0], flat[1], flat[2], block_tables, query_start=query_start, max_query_len=num_q)
+        if self.use_kernels:  # ragged rows need only their starts, and the programs that hold rows
+            from services.worker.engines.torch.kernels.paged_attention import query_blocks
+
+            blocks = query_blocks(lengths, self.num_q_per_kv, self.dtype)
+            packed = torch.tensor([0, *itertools.accumulate(lengths), *blocks], dtype=torch.int32)
+            packed = packed.to(self.device, non_blocking=True)
+            query_start, q_blocks = packed[: num_seqs + 1], packed[num_seqs + 1 :].view(-1, 2)
+            return StepTensors(
+                flat[0], flat[1], flat[2], block_tables, query_start=query_start, max_query_len=num_q, q_blocks=q_blocks
+            )
         starts = [sum(lengths[:i]) for i in range(len(lengths))]
         pad = [starts[i] + t if t < n else len(ids) for i, n in enumerate(lengths) for t in range(num_q)]
         unpad = [i * num_q + t for i, n in enumerate(lengths) for t in range(n)]
@@ -139,7 +152,7 @@ class ModelRunner:
         if self.graphs is not None and step.use_graph:
             key = ("target", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._forward, inputs)
-        return self._forward(*inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len)
+        return self._forward(*inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks)
 
     def mtp_forward(self, hidden: Tensor, next_ids: Tensor, step: StepTensors) -> Tensor:
         """The MTP layer at the step's positions t, from hidden h_t [N, H] and tokens x_{t+1} [N] -> [N, H]."""
@@ -147,13 +160,17 @@ class ModelRunner:
         if self.graphs is not None and step.use_graph:
             key = ("mtp", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._mtp_forward, inputs)
-        return self._mtp_forward(*inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len)
+        return self._mtp_forward(
+            *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks
+        )
 
     @property
     def num_graphs(self) -> int:
         return 0 if self.graphs is None else len(self.graphs)
 
     def logits(self, hidden: Tensor) -> Tensor:
+        if self.cpu_lm_head is not None:
+            return self.cpu_lm_head(hidden.contiguous())
         return self.model.compute_logits(hidden)
 
     def _forward(
@@ -166,12 +183,13 @@ class ModelRunner:
         unpad: Tensor | None = None,
         query_start: Tensor | None = None,
         max_query_len: int = 1,
+        q_blocks: Tensor | None = None,
     ) -> Tensor:
-        meta = self._meta(StepTensors(ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len))
+        meta = self._meta(StepTensors(ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len, q_blocks))
         cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]  # [N, 1, D]
         x = self.model.model.embed_tokens(ids)  # [N, H]
-        for i, w in enumerate(self.layers):
-            x = layer_forward(w, self.kernels, x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
+        for i in range(len(self.layers)):
+            x = self._layer_forward(i, x, cos, sin, meta)
         return self.model.model.norm(x)
 
     def _mtp_forward(
@@ -185,15 +203,26 @@ class ModelRunner:
         unpad: Tensor | None = None,
         query_start: Tensor | None = None,
         max_query_len: int = 1,
+        q_blocks: Tensor | None = None,
     ) -> Tensor:
         assert self.mtp_layer is not None
-        meta = self._meta(StepTensors(next_ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len))
+        meta = self._meta(
+            StepTensors(next_ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len, q_blocks)
+        )
         cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]
         mtp: MTPLayer = self.model.model.mtp_layers[0]  # type: ignore[assignment]
         embeds = self.model.model.embed_tokens(next_ids).masked_fill((pos == 0)[:, None], 0.0)  # as SGLang/vLLM
         z = mtp.input_proj(torch.cat([mtp.hidden_layernorm(hidden), mtp.token_layernorm(embeds)], dim=-1))
-        z = layer_forward(self.mtp_layer, self.kernels, z, cos, sin, self.k_cache[-1], self.v_cache[-1], meta)
+        z = self._layer_forward(len(self.layers), z, cos, sin, meta)
         return mtp.final_layernorm(z)
+
+    def _layer_forward(self, i: int, x: Tensor, cos: Tensor, sin: Tensor, meta: AttnMeta | KernelMeta) -> Tensor:
+        """Layer i over cache layer i (i == num_hidden_layers: the MTP layer). x: [N, H] -> [N, H]."""
+        if self.cpu_layers is not None and isinstance(meta, AttnMeta):
+            return cpu_layer_forward(self.cpu_layers[i], x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
+        w = self.layers[i] if i < len(self.layers) else self.mtp_layer
+        assert w is not None
+        return layer_forward(w, self.kernels, x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
 
     def _meta(self, step: StepTensors) -> AttnMeta | KernelMeta:
         if self.use_kernels:
@@ -214,6 +243,10 @@ class ModelRunner:
         extras = token_logprobs(seqs, logits, rows, tokens)
         results = [SeqResult([t], 0, *extra) for t, extra in zip(tokens.tolist(), extras, strict=True)]
         return partial_chunks(seqs, new_tokens, results)
+
+
+def _detached(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()
 
 
 def partial_chunks(seqs: list[Sequence], new_tokens: list[list[int]], results: list[SeqResult]) -> list[SeqResult]:
