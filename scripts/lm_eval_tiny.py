@@ -129,7 +129,12 @@ def reference(problems: list[corpus.Problem]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--per-level", type=int, default=25, help="held-out problems per level")
+    p.add_argument(
+        "--per-level",
+        type=int,
+        default=25,
+        help="held-out problems per level (rewrites bench/lm_eval/*.jsonl; 25 is what is committed)",
+    )
     p.add_argument("--workers", type=int, default=2, help="torch workers in the stack")
     p.add_argument("--num-concurrent", type=int, default=8, help="lm-eval's concurrent requests")
     p.add_argument("--lm-eval", type=Path, default=REPO / ".venv-lmeval" / "bin" / "lm_eval")
