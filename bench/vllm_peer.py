@@ -80,11 +80,12 @@ def main(argv: list[str]) -> int:
         prompts = [TokensPrompt(prompt_token_ids=p) for p in req["prompts"]]
         drafted = counter(llm, "vllm:spec_decode_num_draft_tokens")
         accepted = counter(llm, "vllm:spec_decode_num_accepted_tokens")
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         outs = llm.generate(prompts, sampling, use_tqdm=False)
-        elapsed = time.perf_counter() - begin
+        elapsed, cpu = time.perf_counter() - begin, time.process_time() - begin_cpu
         reply = {
             "elapsed_s": elapsed,
+            "cpu_s": cpu,  # this process's CPU time (all its threads): what other jobs' load cannot inflate
             "token_ids": [list(o.outputs[0].token_ids) for o in outs],
             "top2": [top2(o.outputs[0].logprobs) for o in outs] if (req.get("logprobs") or 0) >= 2 else None,
             "drafted": counter(llm, "vllm:spec_decode_num_draft_tokens") - drafted,
