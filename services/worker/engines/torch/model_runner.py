@@ -84,6 +84,9 @@ class ModelRunner:
         is_cuda = self.device.type == "cuda"
         sample = torch.randn(4, cfg.hidden_size, dtype=self.dtype, device=self.device)
         self.kernels = Kernels.compiled(sample) if compile_kernels and is_cuda else Kernels()
+        # Steps that run outside a graph (prefill, mixed, ragged) use the plain ATen pieces: a compiled
+        # region costs ~50 us of guard checks per call on the host, which bound those steps (bench/ENGINE_NOTES.md).
+        self.eager = Kernels()
         # Triton paged attention on CUDA (in place over block tables); the exact gather path elsewhere.
         self.use_kernels = triton_available(self.device.type)
         self.spec_policy = SpecPolicy()  # MTP engines: draft or not, per decode step
@@ -152,7 +155,9 @@ class ModelRunner:
         if self.graphs is not None and step.use_graph:
             key = ("target", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._forward, inputs)
-        return self._forward(*inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks)
+        return self._forward(
+            *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks, self.eager
+        )
 
     def mtp_forward(self, hidden: Tensor, next_ids: Tensor, step: StepTensors) -> Tensor:
         """The MTP layer at the step's positions t, from hidden h_t [N, H] and tokens x_{t+1} [N] -> [N, H]."""
@@ -161,7 +166,7 @@ class ModelRunner:
             key = ("mtp", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._mtp_forward, inputs)
         return self._mtp_forward(
-            *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks
+            *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks, self.eager
         )
 
     @property
@@ -184,12 +189,13 @@ class ModelRunner:
         query_start: Tensor | None = None,
         max_query_len: int = 1,
         q_blocks: Tensor | None = None,
+        kernels: Kernels | None = None,
     ) -> Tensor:
         meta = self._meta(StepTensors(ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len, q_blocks))
         cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]  # [N, 1, D]
         x = self.model.model.embed_tokens(ids)  # [N, H]
         for i in range(len(self.layers)):
-            x = self._layer_forward(i, x, cos, sin, meta)
+            x = self._layer_forward(i, x, cos, sin, meta, kernels)
         return self.model.model.norm(x)
 
     def _mtp_forward(
@@ -204,6 +210,7 @@ class ModelRunner:
         query_start: Tensor | None = None,
         max_query_len: int = 1,
         q_blocks: Tensor | None = None,
+        kernels: Kernels | None = None,
     ) -> Tensor:
         assert self.mtp_layer is not None
         meta = self._meta(
@@ -213,16 +220,19 @@ class ModelRunner:
         mtp: MTPLayer = self.model.model.mtp_layers[0]  # type: ignore[assignment]
         embeds = self.model.model.embed_tokens(next_ids).masked_fill((pos == 0)[:, None], 0.0)  # as SGLang/vLLM
         z = mtp.input_proj(torch.cat([mtp.hidden_layernorm(hidden), mtp.token_layernorm(embeds)], dim=-1))
-        z = self._layer_forward(len(self.layers), z, cos, sin, meta)
+        z = self._layer_forward(len(self.layers), z, cos, sin, meta, kernels)
         return mtp.final_layernorm(z)
 
-    def _layer_forward(self, i: int, x: Tensor, cos: Tensor, sin: Tensor, meta: AttnMeta | KernelMeta) -> Tensor:
-        """Layer i over cache layer i (i == num_hidden_layers: the MTP layer). x: [N, H] -> [N, H]."""
+    def _layer_forward(
+        self, i: int, x: Tensor, cos: Tensor, sin: Tensor, meta: AttnMeta | KernelMeta, kernels: Kernels | None = None
+    ) -> Tensor:
+        """Layer i over cache layer i (i == num_hidden_layers: the MTP layer). x: [N, H] -> [N, H].
+        `kernels`: the elementwise pieces (default: the compiled ones, for graph captures)."""
         if self.cpu_layers is not None and isinstance(meta, AttnMeta):
             return cpu_layer_forward(self.cpu_layers[i], x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
         w = self.layers[i] if i < len(self.layers) else self.mtp_layer
         assert w is not None
-        return layer_forward(w, self.kernels, x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
+        return layer_forward(w, kernels or self.kernels, x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
 
     def _meta(self, step: StepTensors) -> AttnMeta | KernelMeta:
         if self.use_kernels:
