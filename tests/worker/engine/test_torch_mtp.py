@@ -93,7 +93,7 @@ def test_the_last_chunk_reports_draft_and_accepted_counts() -> None:
 
 
 def test_policy_drafts_only_when_it_emits_more_tokens_per_second() -> None:
-    policy = SpecPolicy(min_samples=2, probe_every=1000)
+    policy = SpecPolicy(min_samples=2, probe_every=1000, window=3)
     chosen = []
     for _ in range(4):  # nothing measured: both modes twice, MTP first
         chosen.append(policy.should_draft(8))
@@ -101,9 +101,10 @@ def test_policy_drafts_only_when_it_emits_more_tokens_per_second() -> None:
     assert chosen == [True, False, True, False]
     # acceptance ~0.96 after smoothing: 1.96 tokens / 10 ms beats 1 token / 6 ms
     assert policy.should_draft(8)
-    policy.record(8, False, 0.0055)  # plain gets cheaper: 1.96 / 10 ms still beats 1 / 5.5 ms
+    policy.record(8, False, 0.0055)  # plain gets cheaper (median 6 ms): 1.96 / 10 ms still beats it
     assert policy.should_draft(8)
-    policy.record(8, False, 0.004)  # 1 / 4 ms beats it
+    policy.record(8, False, 0.004)
+    policy.record(8, False, 0.004)  # the last three plain steps: median 4 ms, 1 / 4 ms beats 1.96 / 10 ms
     assert not policy.should_draft(8)
     for _ in range(30):
         policy.record(8, True, 0.010, acceptance=0.1)  # drafts stop being accepted
@@ -113,11 +114,12 @@ def test_policy_drafts_only_when_it_emits_more_tokens_per_second() -> None:
 
 def test_policy_is_not_fooled_by_one_slow_step() -> None:
     """A noisy first plain step (another process, a first run of a shape) must not keep MTP on for good."""
-    policy = SpecPolicy(min_samples=2, probe_every=4)
-    policy.record(64, True, 0.020, acceptance=0.9)  # MTP: 1.9 tokens per 20 ms
+    policy = SpecPolicy(min_samples=3, probe_every=4)
+    for _ in range(3):
+        policy.record(64, True, 0.020, acceptance=0.9)  # MTP: 1.9 tokens per 20 ms
     policy.record(64, False, 0.050)  # plain, slowed once by noise
-    policy.record(64, True, 0.020, acceptance=0.9)
     policy.record(64, False, 0.008)  # plain's real cost: 1 token per 8 ms wins
+    policy.record(64, False, 0.009)
     assert not policy.should_draft(64)
     choices = [policy.should_draft(64) for _ in range(8)]
     assert choices.count(True) == 2  # only the probes draft

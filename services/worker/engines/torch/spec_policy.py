@@ -7,15 +7,17 @@ which an MTP step does twice; no graph captured in them), kept per batch-size bu
 follows the batch size: a host-bound small model at a large batch stops drafting, MiMo-7B at batch 1
 keeps drafting.
 
-A step's cost is the minimum of its mode's last `window` warm steps in that bucket: noise (another
-process, a collection, a first run of a shape) only ever adds time, so one slow sample must not
-decide the mode for the rest of the run, while the window keeps the estimate current as contexts
-grow. Each mode is measured `min_samples` times per bucket before the policy chooses; after that
+A step's cost is the median of its mode's last `window` warm steps in that bucket: one slow sample
+(another process, a collection, a first run of a shape) must not decide the mode for the rest of the
+run, and the minimum would be as wrong the other way (an MTP step's time spreads wider than a plain
+one's: measured on the H200, its minimum was half its typical cost); the window keeps the estimate
+current as contexts grow. Each mode is measured `min_samples` times per bucket before the policy chooses; after that
 the other mode runs once every `probe_every` choices, so its cost and the acceptance stay fresh.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 class SpecPolicy:
     mode: str = "auto"  # auto | always (bench: the MTP step's own cost) | never
     window: int = 16
-    min_samples: int = 2
+    min_samples: int = 3
     probe_every: int = 32
     smoothing: float = 0.2  # of the acceptance's moving average
     acceptance: float = 1.0  # optimistic until measured: MTP runs first
@@ -36,7 +38,7 @@ class SpecPolicy:
     def cost(self, is_spec: bool, bucket: int) -> float | None:
         """The mode's step cost in this bucket (seconds), None until measured."""
         recent = self.samples.get((is_spec, bucket))
-        return min(recent) if recent else None
+        return statistics.median(recent) if recent else None
 
     def should_draft(self, bucket: int) -> bool:
         if self.mode != "auto":
@@ -66,7 +68,7 @@ class SpecPolicy:
     def summary(self) -> str:
         """One line: how often it drafted, and the costs it chose by."""
         costs = ", ".join(
-            f"b{bucket} {'mtp' if is_spec else 'plain'} {min(v) * 1e3:.2f} ms"
+            f"b{bucket} {'mtp' if is_spec else 'plain'} {statistics.median(v) * 1e3:.2f} ms"
             for (is_spec, bucket), v in sorted(self.samples.items(), key=lambda kv: (kv[0][1], kv[0][0]))
         )
         total = self.num_spec_steps + self.num_plain_steps
