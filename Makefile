@@ -56,8 +56,8 @@ test-quick: setup ## the tests that take seconds (not slow, not e2e)
 test-all: setup ## every test, including those marked gpu and bench, and the images
 	MIMO_TEST_IMAGES=$(MIMO_TEST_IMAGES) $(BIN)/pytest -m "" $(PYTEST_ARGS)
 
-bench: setup ## every `mimo-serve bench PART`, each against its peer
-	@for part in tokenizer verifier sim engine router rollout autoscaler; do \
+bench: setup ## every `mimo-serve bench PART` (vllm apart: make vllm-venv first), each against its peer
+	@for part in tokenizer verifier sim engine router http rollout autoscaler weights; do \
 		echo "== mimo-serve bench $$part"; $(BIN)/mimo-serve bench $$part || exit 1; done
 
 grpo: setup ## GRPO on the tiny MiMo on CPU through the service: reward per step, held-out pass rate (GRPO_ARGS=...)

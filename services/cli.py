@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("services.demo", "a streamed chat and a small rollout with rewards, for a person"),
     "bench": (
         "bench",
-        "side-by-side benchmarks: router | rollout | verifier | tokenizer | engine | autoscaler",
+        "side-by-side benchmarks: router | http | rollout | verifier | tokenizer | engine | sim | autoscaler | weights | vllm",
     ),
 }
 
