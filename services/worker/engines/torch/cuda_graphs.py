@@ -18,11 +18,6 @@ def batch_bucket(num_seqs: int) -> int:
     return 1 << max(0, num_seqs - 1).bit_length()
 
 
-def token_bucket(num_tokens: int, minimum: int = 64) -> int:
-    """Prefill and mixed steps are padded to a power-of-two token count (their graphs' shapes)."""
-    return max(minimum, 1 << max(0, num_tokens - 1).bit_length())
-
-
 def column_bucket(num_blocks: int, minimum: int = 8) -> int:
     """Block-table widths are padded to a power of two (the context gathered per sequence)."""
     return max(minimum, 1 << max(0, num_blocks - 1).bit_length())

@@ -11,15 +11,14 @@ from torch import Tensor
 from services.worker.engines.torch import sampler
 from services.worker.engines.torch.attention import AttnMeta, KernelMeta, StepTensors, attn_meta, kernel_meta
 from services.worker.engines.torch.cpu_layers import CpuLayer, PackedLinear, cpu_layer_forward, packed_linear_works
-from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, column_bucket, token_bucket
+from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, column_bucket
 from services.worker.engines.torch.kernels import triton_available
 from services.worker.engines.torch.layers import Kernels, fuse_layer, layer_forward
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.engines.torch.spec_policy import SpecPolicy
 from services.worker.model.mimo import MiMoForCausalLM, MTPLayer
 
-MAX_GRAPH_TOKENS_PER_SEQ = 2  # decode (1) and MTP verify (2): uniform graphs
-MAX_RAGGED_GRAPH_TOKENS = 2048  # kernel path: prefill and mixed steps up to this many tokens replay graphs too
+MAX_GRAPH_TOKENS_PER_SEQ = 2  # decode (1) and MTP verify (2) are graphed; prefill runs eagerly
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +77,6 @@ class ModelRunner:
         half = cfg.head_dim // 2
         self.cos, self.sin_signed = cos, torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
         self.graphs = GraphCache() if use_cuda_graphs and self.device.type == "cuda" else None
-        # Prefill and mixed steps in graphs too (kernel path; padded shapes). Without graphs (tests under
-        # Triton's interpreter) the padded steps run eagerly.
-        self.ragged_graphs = self.graphs is not None
         fuse = lambda layer: fuse_layer(layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)  # noqa: E731
         self.layers = [fuse(layer) for layer in model.model.layers]
         self.mtp_layer = fuse(model.model.mtp_layers[0]) if self.has_mtp else None
@@ -118,8 +114,6 @@ class ModelRunner:
         num_cols = max(-(-(s.num_computed_tokens + n) // bs) for s, n in zip(seqs, lengths, strict=True))
         num_seqs = len(seqs)
         use_graph = self.graphs is not None and is_uniform and num_q <= MAX_GRAPH_TOKENS_PER_SEQ
-        if self.ragged_graphs and self.use_kernels and not use_graph and len(ids) <= MAX_RAGGED_GRAPH_TOKENS:
-            return self._prepare_ragged_graph(seqs, lengths, ids, positions, slots, num_cols)
         if use_graph:  # pad to a captured shape
             num_cols, num_pad = column_bucket(num_cols), batch_bucket(num_seqs) - num_seqs
             ids += [0] * (num_pad * num_q)
@@ -153,47 +147,11 @@ class ModelRunner:
             flat[0], flat[1], flat[2], block_tables, index[: len(pad)], index[len(pad) :], max_query_len=num_q
         )
 
-    def _prepare_ragged_graph(
-        self, seqs: list[Sequence], lengths: list[int], ids: list[int], positions: list[int], slots: list[int],
-        num_cols: int,
-    ) -> StepTensors:  # fmt: skip
-        """A prefill or mixed step padded to a graph's shape: tokens to `token_bucket`, sequences to a power
-        of two with at least one empty sequence (it owns no rows), the block table to `column_bucket`, and
-        the query-block map to its bound (the extra programs point at the empty sequence and read nothing).
-        Its attention always uses the prefill tile, whatever the step's longest query."""
-        from services.worker.engines.torch.kernels.paged_attention import query_blocks, tiles_for
-
-        bs, rep = self.block_size, self.num_q_per_kv
-        num_real, num_tokens = len(ids), token_bucket(len(ids))
-        num_seqs, num_cols = batch_bucket(len(seqs) + 1), column_bucket(num_cols)
-        pad = num_tokens - num_real
-        ids, positions = ids + [0] * pad, positions + [0] * pad
-        slots = slots + [self.scratch_block * bs] * pad
-        tables = [t for s in seqs for t in (s.block_table + [self.scratch_block] * num_cols)[:num_cols]]
-        tables += [self.scratch_block] * (num_cols * (num_seqs - len(seqs)))
-        block_m = tiles_for(self.dtype).block_m
-        blocks = query_blocks(lengths, rep, self.dtype, block_m)
-        num_programs = -(-num_tokens * rep // block_m) + num_seqs
-        blocks += [num_seqs - 1, 0] * (num_programs - len(blocks) // 2)
-        starts = [0, *itertools.accumulate(lengths)] + [num_real] * (num_seqs - len(seqs))
-        wide = torch.tensor(ids + positions + slots + tables, dtype=torch.int64).to(self.device, non_blocking=True)
-        narrow = torch.tensor(starts + blocks, dtype=torch.int32).to(self.device, non_blocking=True)
-        flat = wide[: 3 * num_tokens].view(3, num_tokens)
-        return StepTensors(
-            flat[0], flat[1], flat[2], wide[3 * num_tokens :].view(num_seqs, num_cols), use_graph=True,
-            query_start=narrow[: num_seqs + 1], max_query_len=num_tokens, q_blocks=narrow[num_seqs + 1 :].view(-1, 2),
-        )  # fmt: skip
-
     # ---- forwards ----------------------------------------------------------------------------
 
     def forward(self, step: StepTensors) -> Tensor:
         """The backbone over the step's tokens: final-normed hidden states [N, H] (N includes padding)."""
         inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
-        if self.graphs is not None and step.use_graph and step.q_blocks is not None:  # a padded ragged step
-            num = step.max_query_len
-            key = ("target-ragged", num, *step.block_tables.shape, step.q_blocks.shape[0])
-            fn = lambda ids, pos, slots, tables, qs, qb: self._forward(ids, pos, slots, tables, None, None, qs, num, qb)  # noqa: E731
-            return self.graphs.run(key, fn, (*inputs, step.query_start, step.q_blocks))
         if self.graphs is not None and step.use_graph:
             key = ("target", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._forward, inputs)
@@ -204,13 +162,6 @@ class ModelRunner:
     def mtp_forward(self, hidden: Tensor, next_ids: Tensor, step: StepTensors) -> Tensor:
         """The MTP layer at the step's positions t, from hidden h_t [N, H] and tokens x_{t+1} [N] -> [N, H]."""
         inputs = (hidden, next_ids, step.positions, step.slot_mapping, step.block_tables)
-        if self.graphs is not None and step.use_graph and step.q_blocks is not None:  # a padded ragged step
-            num = step.max_query_len
-            key = ("mtp-ragged", num, *step.block_tables.shape, step.q_blocks.shape[0])
-            fn = lambda h, x, pos, slots, tables, qs, qb: self._mtp_forward(  # noqa: E731
-                h, x, pos, slots, tables, None, None, qs, num, qb
-            )
-            return self.graphs.run(key, fn, (*inputs, step.query_start, step.q_blocks))
         if self.graphs is not None and step.use_graph:
             key = ("mtp", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
             return self.graphs.run(key, self._mtp_forward, inputs)

@@ -57,14 +57,13 @@ def rows_per_block(max_q_len: int, rep: int, tiles: Tiles) -> int:
     return 16 if max_q_len * rep <= 16 else tiles.block_m
 
 
-def query_blocks(query_lens: Sequence[int], rep: int, dtype: torch.dtype, block_m: int | None = None) -> list[int]:
+def query_blocks(query_lens: Sequence[int], rep: int, dtype: torch.dtype) -> list[int]:
     """A ragged step's programs: flat (sequence, query block) pairs, only blocks that hold query rows.
 
     Without it every sequence gets as many blocks as the longest one, so a decoding sequence beside a
-    long prompt chunk would launch hundreds of empty programs per layer. `block_m`: rows per block
-    (default: what `plan` picks for these lengths).
+    long prompt chunk would launch hundreds of empty programs per layer.
     """
-    block_m = block_m or rows_per_block(max(query_lens), rep, tiles_for(dtype))
+    block_m = rows_per_block(max(query_lens), rep, tiles_for(dtype))
     return [v for b, n in enumerate(query_lens) for block in range(-(-n * rep // block_m)) for v in (b, block)]
 
 
