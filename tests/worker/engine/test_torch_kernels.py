@@ -118,16 +118,17 @@ def test_exact_path_is_unchanged_by_kernel_metadata() -> None:
     assert out.shape == (1, 64)
 
 
-@pytest.mark.parametrize("is_mtp", [False, True])
-def test_engine_with_kernels_keeps_the_exact_greedy_tokens(is_mtp: bool) -> None:
-    """Whole engine, prefix hits included (shared prompt heads), kernels vs exact path: same greedy tokens."""
+@pytest.mark.parametrize(("is_mtp", "budget"), [(False, 8192), (True, 8192), (False, 16), (True, 16)])
+def test_engine_with_kernels_keeps_the_exact_greedy_tokens(is_mtp: bool, budget: int) -> None:
+    """Whole engine, prefix hits included (shared prompt heads), kernels vs exact path: same greedy tokens.
+    A 16-token budget makes most steps mixed: prompt chunks beside decoding rows (the query-block map)."""
     model = random_model().to(DEVICE)
     head = random_prompts(1, SMALL.vocab_size, seed=9, min_len=10, max_len=10)[0]
     prompts = [head + p for p in random_prompts(6 if INTERPRETED else 24, SMALL.vocab_size, seed=3)]
     requests = [(f"r{i}", tuple(p), 4 + i % 7) for i, p in enumerate(prompts)]
     outs = []
     for use_kernels in (False, True):
-        core = make_core(model, is_mtp=is_mtp, use_cuda_graphs=DEVICE == "cuda")
+        core = make_core(model, is_mtp=is_mtp, use_cuda_graphs=DEVICE == "cuda", max_batch_tokens=budget)
         core.runner.use_kernels = use_kernels
         from services.worker.engine_api import GenerateInput
 
