@@ -115,15 +115,15 @@ def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> tuple[list[SeqResul
     is_seeded = any(s.generator is not None and not s.is_greedy for s in seqs)
     if not is_seeded and not runner.spec_policy.should_draft(batch_bucket(len(seqs))):
         return runner.run_plain(seqs, is_prefill=False), False, None
-    had_draft = [s.draft_token is not None for s in seqs]  # after a plain step: a placeholder, not a draft
     results = run_spec(runner, seqs)
-    accepted = [r.num_accepted for r, real in zip(results, had_draft, strict=True) if real]
+    accepted = [r.num_accepted for r in results if r.drafted]
     return results, True, sum(accepted) / len(accepted) if accepted else None
 
 
 def run_spec(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
     """Verify each sequence's (newest token, draft), then draft-extend the MTP layer and draft again."""
     n = len(seqs)
+    had_draft = [s.draft_token is not None for s in seqs]  # after a plain step: a placeholder, not a draft
     draft_list = [s.draft_token if s.draft_token is not None else s.last_token for s in seqs]
     step = runner.prepare(seqs, [[s.last_token, d] for s, d in zip(seqs, draft_list, strict=True)])
     hidden = runner.forward(step)  # [Np, H], Np >= 2B (graph padding)
@@ -152,7 +152,7 @@ def run_spec(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
                 None if tops is None else tops[: len(emitted)],
                 draft_token=flat[3 * n + i],
                 draft_probs=None if new_q is None else new_q[i],
-                drafted=True,
+                drafted=had_draft[i],
             )
         )
     return results
