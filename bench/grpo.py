@@ -6,7 +6,9 @@ where each sample runs: a router that keeps a group on one worker prefills its p
 prefills it on every worker, and with a KV cache that cannot hold every group's prompt it prefills some again.
 The whole batch is submitted at once, as an RL trainer does. Output lengths are drawn by the bench (lognormal,
 seeded) and sent as max_new_tokens with ignore_eos, so every router does the same decode work; worker caches
-are flushed before each run and each round uses fresh prompts.
+are flushed before each run and each round uses fresh prompts. The sim workers publish KV events, so the rows
+fed by them (ours with --kv-events, SMG's default event-built index) run beside the routers' own guesses;
+--grpo-arrival-s spreads the requests over time, the shape where events reach a router before it routes.
 """
 
 from __future__ import annotations
@@ -18,22 +20,40 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
+import aiohttp
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 from smg_grpc_proto.generated import common_pb2
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
 from bench.clients import Client, OursClient, Reply, SmgClient
 from bench.common import PROFILES, Proc, Procs, median, ratio, say, table
 
-# (name suffix, policy, extra flags). SMG's default cache_aware index is fed by the workers' KV events, which the
-# sim worker does not publish (SMG logs "cache-aware routing sees nothing of its cache"); its `hash` index places
-# requests by a hash of the prompt head and needs no events, so both are measured.
-SMG_VARIANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+# (name suffix, policy, extra flags) of our routers: cache_aware on its own guess (what it sent where), on the
+# workers' KV events (--kv-events), and round_robin.
+OURS_VARIANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "cache_aware", ()),
+    (" kv-events", "cache_aware", ("--kv-events",)),
+    ("", "round_robin", ()),
+)
+# SMG's: its default cache_aware index (--kv-index positional) is built from the workers' KV events, which the sim
+# workers publish; its `hash` index places requests by a hash of the prompt head and needs no events.
+SMG_VARIANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (" kv-events", "cache_aware", ()),
     (" hash", "cache_aware", ("--cache-index", "hash", "--cache-boundaries", "256")),
     ("", "round_robin", ()),
 )
+# SMG's own counters that show it consumed the workers' KV events (summed over workers); every branch its
+# cache_aware policy took is shown beside them (`event_hit`: routed on a prefix found in the event-built index,
+# `tree_match`: on its own approximate tree of what it sent).
+SMG_EVENT_SAMPLES = {
+    "blocks stored": ("smg_kv_event_blocks_total", "op", "stored"),
+    "blocks removed": ("smg_kv_event_blocks_total", "op", "removed"),
+    "batches applied": ("smg_kv_event_batches_total", "disposition", "applied"),
+}
+SMG_BRANCHES = "smg_cache_aware_policy_branch_total"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -48,6 +68,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--grpo-output-max", type=int, default=1024)
     g.add_argument("--grpo-time-scale", type=float, default=1.0, help="sim worker time scale (1 = modelled H200)")
+    g.add_argument(
+        "--grpo-arrival-s",
+        type=float,
+        default=0.0,
+        help="0: the whole batch at once (an RL trainer's rollout); > 0: each request sent at a seeded uniform time "
+        "in this many seconds, so a group's later samples can arrive after its first prefill (where KV events help)",
+    )
     g.add_argument("--grpo-rounds", type=int, default=2, help="alternating rounds (each runs every router once)")
     g.add_argument("--grpo-profile", default=str(PROFILES / "bench-grpo.json"))
     g.add_argument(
@@ -96,8 +123,18 @@ def batch(args: argparse.Namespace, vocab: int, seed: int) -> list[tuple[list[in
     return out
 
 
-async def rollout(client: Client, work: Sequence[tuple[list[int], int]]) -> Outcome:
-    async def one(ids: list[int], max_new: int) -> Reply | None:
+def arrivals(args: argparse.Namespace, num_requests: int, seed: int) -> list[float]:
+    """Send time of each request after the batch starts (all 0: the whole batch at once)."""
+    if args.grpo_arrival_s <= 0:
+        return [0.0] * num_requests
+    rng = random.Random(seed)
+    return [rng.uniform(0, args.grpo_arrival_s) for _ in range(num_requests)]
+
+
+async def rollout(client: Client, work: Sequence[tuple[list[int], int]], send_at_s: Sequence[float]) -> Outcome:
+    async def one(ids: list[int], max_new: int, at_s: float) -> Reply | None:
+        if at_s > 0:
+            await asyncio.sleep(at_s)
         try:
             return await client.call(ids, max_new, timeout_s=900)
         except Exception as e:  # counted as an error in the table
@@ -105,7 +142,7 @@ async def rollout(client: Client, work: Sequence[tuple[list[int], int]]) -> Outc
             return None
 
     t0 = time.perf_counter()
-    replies = await asyncio.gather(*(one(ids, n) for ids, n in work))
+    replies = await asyncio.gather(*(one(ids, n, at) for (ids, n), at in zip(work, send_at_s, strict=True)))
     wall = time.perf_counter() - t0
     ok = tuple(r for r in replies if r is not None)
     return Outcome(wall, ok, len(replies) - len(ok))
@@ -123,6 +160,23 @@ async def flush(workers: Sequence[Proc]) -> None:
     await asyncio.gather(*(one(w) for w in workers))
 
 
+async def smg_event_counts(smg: Proc) -> dict[str, float]:
+    """SMG_EVENT_SAMPLES and SMG_BRANCHES from the SMG's Prometheus listener (the --prometheus-port Procs.smg set)."""
+    argv = [str(a) for a in cast(list[str], smg.popen.args)]
+    url = f"http://127.0.0.1:{argv[argv.index('--prometheus-port') + 1]}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(10)) as r:
+        text = await r.text()
+    out = dict.fromkeys(SMG_EVENT_SAMPLES, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == SMG_BRANCHES:
+                out[f"branch {sample.labels.get('branch')}"] = sample.value
+            for what, (name, label, value) in SMG_EVENT_SAMPLES.items():
+                if sample.name == name and sample.labels.get(label) == value:
+                    out[what] += sample.value
+    return out
+
+
 def _outputs(args: argparse.Namespace) -> str:
     if args.grpo_output_sigma <= 0:
         return f"{args.grpo_output_median} output tokens each"
@@ -130,6 +184,12 @@ def _outputs(args: argparse.Namespace) -> str:
         f"outputs lognormal median {args.grpo_output_median} sigma {args.grpo_output_sigma:g} "
         f"max {args.grpo_output_max}"
     )
+
+
+def _arrival(args: argparse.Namespace) -> str:
+    if args.grpo_arrival_s <= 0:
+        return "whole batch at once"
+    return f"requests sent at uniform random times over {args.grpo_arrival_s:g} s"
 
 
 async def cache_part(args: argparse.Namespace, procs: Procs, vocab: int) -> tuple[str, dict[str, float]]:
@@ -140,20 +200,34 @@ async def cache_part(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
     total = args.grpo_groups * args.grpo_samples
     admit = ["--max-in-flight", str(total), "--max-queue", str(total), "--queue-timeout-s", "900"]
     clients: dict[str, Client] = {}
-    for policy in ("cache_aware", "round_robin"):
-        clients[f"ours {policy}"] = OursClient((await procs.router(workers, tok, policy, extra=admit)).target)
+    for name, policy, extra in OURS_VARIANTS:
+        target = (await procs.router(workers, tok, policy, extra=[*admit, *extra])).target
+        clients[f"ours {policy}{name}"] = OursClient(target)
+    smgs: dict[str, Proc] = {}
     if not args.skip_smg:
         for name, policy, extra in SMG_VARIANTS:
-            target = (await procs.smg(workers, policy, extra=[*extra, *args.grpo_smg_args.split()], tag=name)).target
+            smgs[f"smg {policy}{name}"] = await procs.smg(
+                workers, policy, extra=[*extra, *args.grpo_smg_args.split()], tag=name
+            )
+            target = smgs[f"smg {policy}{name}"].target
             clients[f"smg {policy}{name}"] = SmgClient(target, await SmgClient.model_name(target), connections=total)
     names = list(clients)
+    events: dict[str, dict[str, float]] = {}
     results: dict[str, list[Outcome]] = {k: [] for k in names}
     try:
         for r in range(args.grpo_rounds):
             work = batch(args, vocab, seed=100 + r)
+            send_at_s = arrivals(args, len(work), seed=200 + r)
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 await flush(workers)
-                results[name].append(await rollout(clients[name], work))
+                watched = smgs.get(name) if name.startswith("smg cache_aware") else None
+                before = await smg_event_counts(watched) if watched else {}
+                results[name].append(await rollout(clients[name], work, send_at_s))
+                if watched:  # what this SMG received and decided during its own runs only
+                    after = await smg_event_counts(watched)
+                    seen = events.setdefault(name, {})
+                    for k, v in after.items():
+                        seen[k] = seen.get(k, 0.0) + v - before.get(k, 0.0)
                 o = results[name][-1]
                 say(f"cache round {r + 1}/{args.grpo_rounds}: {name}: {o.wall_s:.2f} s, hit rate {o.hit_rate:.2f}")
     finally:
@@ -177,23 +251,30 @@ async def cache_part(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
     ]
     text = (
         f"3. Cache-aware vs round-robin, GRPO-shaped ({args.grpo_groups} groups x {args.grpo_samples} samples sent as "
-        f"separate requests, {args.grpo_prompt_tokens}-token prompt per group, {_outputs(args)}, whole batch at once; "
+        f"separate requests, {args.grpo_prompt_tokens}-token prompt per group, {_outputs(args)}, {_arrival(args)}; "
         f"{args.grpo_workers} sim workers, profile {Path(args.grpo_profile).name} at time scale {args.grpo_time_scale:g}; "
         f"caches flushed before each run; {args.grpo_rounds} alternating rounds, medians)\n"
         + table(
             ["router policy", "wall s", "samples/s", "output tok/s", "prompt cache hit", "vs ours rr", "errors"], rows
         )
     )
-    ca = tokens_s["ours cache_aware"]
-    text += f"\nours cache_aware / ours round_robin: {ratio(ca, rr):.2f}"
-    figures = {"cache_vs_rr": ratio(ca, rr)}
+    ca, kv = tokens_s["ours cache_aware"], tokens_s["ours cache_aware kv-events"]
+    text += f"\nours cache_aware / ours round_robin: {ratio(ca, rr):.2f}; ours cache_aware kv-events / ours round_robin: {ratio(kv, rr):.2f}"
+    figures = {"cache_vs_rr": ratio(ca, rr), "kv_events_vs_rr": ratio(kv, rr)}
     smg_ca = {k: v for k, v in tokens_s.items() if k.startswith("smg cache_aware")}
     if smg_ca:
         best = max(smg_ca, key=smg_ca.__getitem__)
         figures["cache_vs_smg"] = ratio(ca, smg_ca[best])
-        text += f"; ours cache_aware / best SMG cache_aware ({best}): {figures['cache_vs_smg']:.2f}"
+        figures["kv_events_vs_smg_kv_events"] = ratio(kv, tokens_s["smg cache_aware kv-events"])
+        text += f"\nours cache_aware / best SMG cache_aware ({best}): {figures['cache_vs_smg']:.2f}; "
+        text += f"ours kv-events / smg kv-events: {figures['kv_events_vs_smg_kv_events']:.2f}"
+        for name, counts in events.items():
+            shown = ", ".join(f"{k} {v:.0f}" for k, v in counts.items())
+            text += f"\n{name}, SMG's own counters during its runs: {shown}"
         text += (
-            f"\nSMG runs with `{args.grpo_smg_args}`; its default cache_aware index is fed by worker KV events, which "
-            "sim workers do not publish, so the `hash` index (--cache-index hash --cache-boundaries 256) is shown too"
+            f"\nSMG runs with `{args.grpo_smg_args}`; its default cache_aware index (--kv-index positional) is built "
+            "from the sim workers' KV events (SubscribeKvEvents; the counters above are SMG's: smg_kv_event_* and "
+            "smg_cache_aware_policy_branch_total); `hash` is --cache-index hash --cache-boundaries 256"
         )
+    text += "\nours cache_aware kv-events: our router with --kv-events (the workers' events replace its own guess)"
     return text, figures
