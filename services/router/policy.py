@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class CacheAwareConfig:
     block_tokens: int = 16
     max_blocks_per_worker: int = 1 << 18
     max_groups: int = 100_000
+    pending_s: float = 5.0  # with KV events: this router's dispatches count for 5-10 s, until events cover them
 
 
 class CacheTruth(Protocol):
@@ -129,9 +131,25 @@ class CacheAware(_Base):
 
     def __init__(self, config: CacheAwareConfig | None = None, truth: CacheTruth | None = None) -> None:
         self.config = config or CacheAwareConfig()
-        self.truth = truth  # where a worker publishes KV events, they replace this router's guess
+        # Where a worker publishes KV events they replace this router's guess, except for what it sent in
+        # the last pending_s..2*pending_s: a prompt dispatched but not yet prefilled has no event yet (a
+        # rollout batch routes all its requests before the first prefill ends).
+        self.truth = truth
         self.index = PrefixIndex(self.config.block_tokens, self.config.max_blocks_per_worker)
+        self._pending = (self._new_index(), self._new_index())  # this window's dispatches, the last window's
+        self._pending_since = time.monotonic()
         self._groups: OrderedDict[str, str] = OrderedDict()  # group key -> worker url
+
+    def _new_index(self) -> PrefixIndex:
+        return PrefixIndex(self.config.block_tokens, self.config.max_blocks_per_worker)
+
+    def _recent(self) -> tuple[PrefixIndex, PrefixIndex]:
+        now = time.monotonic()
+        if now - self._pending_since >= self.config.pending_s:
+            stale = now - self._pending_since >= 2 * self.config.pending_s
+            self._pending = (self._new_index(), self._new_index() if stale else self._pending[0])
+            self._pending_since = now
+        return self._pending
 
     def _imbalanced(self, workers: Sequence[Routable]) -> bool:
         loads = [load_of(w) for w in workers]
@@ -152,9 +170,16 @@ class CacheAware(_Base):
         )
         urls = [w.url for w in workers]
         matched = {url: d * self.config.block_tokens for url, d in self.index.match(request.keys, urls).items()}
+        reported: dict[str, int] = {}
         if self.truth is not None:
-            matched.update(self.truth.match(request.input_ids, urls))
-        best = max(workers, key=lambda w: (matched[w.url], -load_of(w)))
+            reported = self.truth.match(request.input_ids, urls)
+            if reported:
+                current, last = self._recent()
+                now, before = current.match(request.keys, urls), last.match(request.keys, urls)
+                for url, tokens in reported.items():
+                    matched[url] = max(tokens, self.config.block_tokens * max(now[url], before[url]))
+        # On equal matches a worker's own report beats this router's recent dispatches.
+        best = max(workers, key=lambda w: (matched[w.url], reported.get(w.url, -1) >= matched[w.url], -load_of(w)))
         ratio = matched[best.url] / max(1, len(request.input_ids))
         metrics.PREFIX_MATCH.observe(ratio)
         if ratio >= self.config.cache_threshold:
@@ -165,6 +190,8 @@ class CacheAware(_Base):
         if request.keys is None:
             request.keys = block_keys(request.input_ids, self.config.block_tokens)
         self.index.insert(worker.url, request.keys)
+        if self.truth is not None:
+            self._recent()[0].insert(worker.url, request.keys)
         if request.group_key is not None:
             self._groups[request.group_key] = worker.url
             self._groups.move_to_end(request.group_key)
@@ -173,6 +200,8 @@ class CacheAware(_Base):
 
     def forget(self, url: str) -> None:
         self.index.forget(url)
+        for pending in self._pending:
+            pending.forget(url)
         for key in [k for k, v in self._groups.items() if v == url]:
             del self._groups[key]
 

@@ -101,6 +101,28 @@ def test_cache_aware_trusts_worker_kv_events_over_its_own_guess():
     assert choice.worker is ws[1] and choice.reason == "prefix_hit"
 
 
+def test_cache_aware_with_kv_events_keeps_its_recent_dispatches_until_events_cover_them():
+    """A rollout batch routes every request before the first prefill ends: the workers have reported nothing
+    for its prompt yet, so the router's own recent dispatches decide (else each sample would be a miss)."""
+    from smg_grpc_proto.generated import common_pb2
+
+    from services.router.kv_events import KvEventIndex
+
+    ws = [worker("a"), worker("b")]
+    truth = KvEventIndex()
+    cleared = common_pb2.KvCacheEvent(event_id=1, cleared=common_pb2.KvCacheCleared())
+    for w in ws:
+        truth.apply(w.url, common_pb2.KvEventBatch(sequence_number=1, events=[cleared]))  # both publish, empty
+    prompt = list(range(100, 164))
+    pending = CacheAware(CacheAwareConfig(block_tokens=4, pending_s=3600), truth=truth)
+    pending.on_dispatch(RouteRequest(prompt), ws[1])
+    choice = pending.select(RouteRequest([*prompt, 1]), ws)
+    assert choice.worker is ws[1] and choice.reason == "prefix_hit"
+    events_only = CacheAware(CacheAwareConfig(block_tokens=4, pending_s=0), truth=truth)  # no pending window
+    events_only.on_dispatch(RouteRequest(prompt), ws[1])
+    assert events_only.select(RouteRequest([*prompt, 1]), ws).reason == "prefix_miss"
+
+
 def test_cache_aware_falls_back_to_least_load_when_imbalanced():
     ws = [worker("a", 100), worker("b", 2)]
     p = CacheAware(CacheAwareConfig(block_tokens=4))
