@@ -68,8 +68,9 @@ def test_router_bench_prints_three_tables_without_errors_and_the_overhead_headli
     cache = rows(lines, "router policy")
     assert [r[0] for r in cache] == [
         "ours cache_aware",
+        "ours cache_aware kv-events",
         "ours round_robin",
-        "smg cache_aware",
+        "smg cache_aware kv-events",
         "smg cache_aware hash",
         "smg round_robin",
     ]
