@@ -276,5 +276,5 @@ async def cache_part(args: argparse.Namespace, procs: Procs, vocab: int) -> tupl
             "from the sim workers' KV events (SubscribeKvEvents; the counters above are SMG's: smg_kv_event_* and "
             "smg_cache_aware_policy_branch_total); `hash` is --cache-index hash --cache-boundaries 256"
         )
-    text += "\nours cache_aware kv-events: our router with --kv-events (the workers' events replace its own guess)"
+    text += "\nours cache_aware kv-events: our router with --kv-events (the workers' events replace its own guess, but for what it sent in the last 5-10 s)"
     return text, figures
