@@ -8,30 +8,14 @@ failed; they time nothing.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.bench_cli import REPO, bench
+
 TINY_MIMO = REPO / "models" / "tiny-mimo"
 PARTS = ["router", "http", "rollout", "verifier", "tokenizer", "engine", "sim", "autoscaler", "weights", "vllm"]
-
-
-def bench(*argv: str, timeout_s: float = 240) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "bench", *argv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout.strip().splitlines()
 
 
 @pytest.mark.parametrize("part", PARTS)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.router.test_router_bench import HAS_SMG, bench, rows
+from tests.support.bench_cli import HAS_SMG, bench, rows
 
 
 @pytest.mark.slow

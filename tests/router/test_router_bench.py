@@ -6,41 +6,11 @@ last line is the headline in its documented shape. They time nothing.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-HAS_SMG = Path(sys.executable).with_name("smg").exists()
-
-
-def bench(*argv: str, timeout_s: float = 240) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "bench", *argv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout.strip().splitlines()
-
-
-def rows(lines: list[str], header: str) -> list[list[str]]:
-    """The rows of the table whose header line starts with `header`, split on runs of 2+ spaces."""
-    start = next(i for i, line in enumerate(lines) if line.startswith(header))
-    out = []
-    for line in lines[start + 2 :]:
-        is_summary = ":" in re.split(r"\s{2,}", line.strip())[0]  # a note or ratio line under the table
-        if not line.strip() or not line[0].isalnum() or is_summary:
-            break
-        out.append(re.split(r"\s{2,}", line.strip()))
-    return out
+from tests.support.bench_cli import HAS_SMG, bench, rows
 
 
 def test_rollout_bench_prints_every_mode_and_the_speedup_headline():
@@ -75,6 +45,11 @@ def test_router_bench_prints_three_tables_without_errors_and_the_overhead_headli
         "smg round_robin",
     ]
     assert all(r[-1] == "0" for r in cache)
+    # SMG's own counters: its default index applied the sim workers' KV events
+    prefix = "smg cache_aware kv-events, SMG's own counters during its runs:"
+    counters = next(line for line in lines if line.startswith(prefix))
+    stored, applied = re.search(r"blocks stored (\d+)", counters), re.search(r"batches applied (\d+)", counters)
+    assert stored and applied and int(stored[1]) > 0 and int(applied[1]) > 0, counters
     assert re.fullmatch(r"router overhead p50: ours [\d.]+ ms vs smg -?[\d.]+ ms -> ratio -?[\d.]+|.*n/a.*", lines[-1])
 
 
