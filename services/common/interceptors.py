@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -100,34 +99,6 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(
             self._wrap_stream(method, handler.stream_stream), handler.request_deserializer, handler.response_serializer
         )
-
-
-def bearer_ok(token: str, authorization: str | None) -> bool:
-    """Whether an `authorization` value is `Bearer <token>` (the one check of the gRPC and HTTP front ends)."""
-    return authorization is not None and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
-
-
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without `authorization: Bearer <token>` (health checks stay open)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
-            return await continuation(handler_call_details)
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        if bearer_ok(self._token, metadata.get("authorization")):
-            return await continuation(handler_call_details)
-
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-
-        return grpc.unary_unary_rpc_method_handler(deny)
 
 
 class DrainInterceptor(grpc.aio.ServerInterceptor):

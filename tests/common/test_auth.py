@@ -1,4 +1,5 @@
-"""Bearer-token auth on the shared runtime: calls without the token are refused, health checks stay open."""
+"""Bearer-token auth on the shared runtime (one key, as --auth-token gives): calls without the token are refused,
+health checks stay open."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mimo_client.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 
+from services.common.auth import ApiKey, KeyRing
 from services.common.config import ServerSettings
-from services.common.interceptors import BearerTokenInterceptor
+from services.common.interceptors import KeyRingInterceptor
 from services.common.server import Service, start
 from tests.support.sleepy_server import SleepyTokenizer
 
@@ -17,7 +19,7 @@ async def test_bearer_token_required_but_health_open():
     service = Service(
         register=lambda s: tokenizer_pb2_grpc.add_TokenizerServicer_to_server(SleepyTokenizer(), s),
         names=["mimo.v1.Tokenizer"],
-        interceptors=[BearerTokenInterceptor("s3cret")],
+        interceptors=[KeyRingInterceptor(KeyRing([ApiKey("default", "s3cret")]), lambda s, m: ())],
     )
     running = await start(ServerSettings(service="authtest", listen="127.0.0.1:0"), service)
     try:
