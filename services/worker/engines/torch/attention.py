@@ -87,8 +87,13 @@ def attn_meta(step: StepTensors, block_size: int, num_q_per_kv: int, dtype: torc
     return AttnMeta(step.slot_mapping, context_slots, mask[:, None], step.pad_index, step.unpad_index)
 
 
-def paged_attention(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, meta: AttnMeta) -> Tensor:
-    """q: [N, Hq, D], k, v: [N, Hkv, D]; caches: [num_slots, Hkv, D]. Writes k, v, returns [N, Hq * D]."""
+def paged_attention(
+    q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, meta: AttnMeta, upcast: bool = False
+) -> Tensor:
+    """q: [N, Hq, D], k, v: [N, Hkv, D]; caches: [num_slots, Hkv, D]. Writes k, v, returns [N, Hq * D] in q's dtype.
+
+    `upcast`: attend in fp32 over the gathered context (CPU bf16 decode: ATen's CPU flash kernel is ~2x slower in
+    bf16 on small heads and accumulates in fp32 either way; the upcast costs one pass over the context)."""
     k_cache.index_copy_(0, meta.slot_mapping, k)
     v_cache.index_copy_(0, meta.slot_mapping, v)
     num_seqs = meta.context_slots.shape[0]
@@ -108,6 +113,9 @@ def paged_attention(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: T
     slots = meta.context_slots.view(-1)
     kh = k_cache.index_select(0, slots).view(num_seqs, -1, num_kv, head_dim).transpose(1, 2)
     vh = v_cache.index_select(0, slots).view(num_seqs, -1, num_kv, head_dim).transpose(1, 2)
-    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=meta.mask)  # [B, Hkv, rep*T, D]
+    mask = meta.mask
+    if upcast:
+        qh, kh, vh, mask = qh.float(), kh.float(), vh.float(), mask.float()
+    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).to(q.dtype)  # [B, Hkv, rep*T, D]
     out = out.view(num_seqs, num_kv, rep, num_q, head_dim).permute(0, 3, 1, 2, 4).reshape(num_seqs * num_q, -1)
     return out if meta.unpad_index is None else out[meta.unpad_index]

@@ -101,28 +101,7 @@ def cpu_layer_forward(
     qkv = layer.qkv(rms_norm(x, w.norm1, w.eps))  # [N, q + 2 kv]
     qk = rotary(qkv[:, : q_dim + kv_dim].view(num_tokens, -1, d), cos, sin_signed)  # [N, Hq + Hkv, D]
     v = qkv[:, q_dim + kv_dim :].view(num_tokens, -1, d)
-    attention = paged_attention_fp32 if x.dtype == torch.bfloat16 and meta.pad_index is None else paged_attention
-    out = attention(qk[:, : w.num_q_heads], qk[:, w.num_q_heads :], v, k_cache, v_cache, meta)
+    upcast = x.dtype == torch.bfloat16 and meta.pad_index is None  # uniform bf16 steps attend in fp32
+    out = paged_attention(qk[:, : w.num_q_heads], qk[:, w.num_q_heads :], v, k_cache, v_cache, meta, upcast)
     x = layer.o(out, x)  # the residual add as oneDNN's post-op
     return layer.down(silu_mul(layer.gate_up(rms_norm(x, w.norm2, w.eps))), x)
-
-
-def paged_attention_fp32(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, meta: AttnMeta) -> Tensor:
-    """`attention.paged_attention` for uniform steps (no padding), with the gathered context upcast to fp32.
-
-    ATen's CPU flash kernel runs ~2x slower in bf16 than in fp32 on decode's small heads (4 queries of 32
-    dims per kv head), and it accumulates in fp32 either way; the upcast costs one pass over the context.
-    q: [N, Hq, D], k, v: [N, Hkv, D] (bf16); writes k, v into the caches, returns [N, Hq * D] in q's dtype.
-    """
-    k_cache.index_copy_(0, meta.slot_mapping, k)
-    v_cache.index_copy_(0, meta.slot_mapping, v)
-    num_seqs = meta.context_slots.shape[0]
-    num_kv, head_dim = k.shape[1], k.shape[2]
-    rep, num_q = q.shape[1] // num_kv, q.shape[0] // num_seqs
-    qh = q.view(num_seqs, num_q, num_kv, rep, head_dim).permute(0, 2, 3, 1, 4)
-    qh = qh.reshape(num_seqs, num_kv, rep * num_q, head_dim).float()  # [B, Hkv, rep*T, D]
-    slots = meta.context_slots.view(-1)
-    kh = k_cache.index_select(0, slots).float().view(num_seqs, -1, num_kv, head_dim).transpose(1, 2)  # [B, Hkv, S, D]
-    vh = v_cache.index_select(0, slots).float().view(num_seqs, -1, num_kv, head_dim).transpose(1, 2)
-    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=meta.mask.float()).to(q.dtype)
-    return out.view(num_seqs, num_kv, rep, num_q, head_dim).permute(0, 3, 1, 2, 4).reshape(num_seqs * num_q, -1)
