@@ -163,9 +163,7 @@ class Fleet:
     async def _update_workers(
         self, model_path: str, version: str, abort: bool, timeout_s: float
     ) -> tuple[WorkerUpdate, ...]:
-        for task in list(self._catch_ups.values()):  # a catch-up to the old version is moot
-            task.cancel()
-        await asyncio.gather(*self._catch_ups.values(), return_exceptions=True)
+        await self._cancel_catch_ups()  # a catch-up to the old version is moot
         workers = list(self.pool.workers.values())
         if not workers:
             raise Unavailable("no workers known to update")
@@ -281,19 +279,17 @@ class Fleet:
             task.cancel()
 
     def versions(self) -> FleetVersions:
+        reasons = {url: self.pool.why_not_routable(w) for url, w in self.pool.workers.items()}
         workers = tuple(
-            WorkerVersion(
-                w.url,
-                w.weight_version,
-                w.state.value,
-                not self.pool.why_not_routable(w),
-                self.pool.why_not_routable(w),
-            )
-            for w in self.pool.workers.values()
+            WorkerVersion(w.url, w.weight_version, w.state.value, not reasons[url], reasons[url])
+            for url, w in self.pool.workers.items()
         )
         return FleetVersions(self.version, self.model_path, self._lock.locked(), workers)
 
     async def stop(self) -> None:
+        await self._cancel_catch_ups()
+
+    async def _cancel_catch_ups(self) -> None:
         for task in list(self._catch_ups.values()):
             task.cancel()
         await asyncio.gather(*self._catch_ups.values(), return_exceptions=True)
