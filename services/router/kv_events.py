@@ -76,7 +76,8 @@ class KvEventIndex:
                 state.hashes.difference_update(event.removed.block_hashes)
             elif kind == "cleared":
                 state.hashes.clear()
-        state.sequence = max(state.sequence, batch.sequence_number)
+        # A snapshot restarts the numbering (a restarted worker counts from 1 again); otherwise never go back.
+        state.sequence = batch.sequence_number if is_snapshot else max(state.sequence, batch.sequence_number)
         metrics.KV_EVENT_BLOCKS.labels(worker).set(len(state.hashes))
         return True
 

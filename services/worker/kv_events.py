@@ -100,10 +100,11 @@ class KvEventLog:
             loop.call_soon_threadsafe(event.set)
 
     def _after(self, cursor: int) -> tuple[list[EventBatch], bool]:
-        """Batches after `cursor`; True when the history no longer reaches back to it (a snapshot is due)."""
+        """Batches after `cursor`; True when a snapshot is due: the history no longer reaches back to it, or
+        the cursor is ahead of this log (one this worker never issued: from before a restart)."""
         with self._lock:
             first = self._batches[0].sequence_number if self._batches else self._sequence + 1
-            if cursor + 1 < first:
+            if cursor + 1 < first or cursor > self._sequence:
                 live: list[KvEvent] = [CacheCleared(), *self._live.values()]
                 return [EventBatch(self._sequence, time.time(), tuple(live))], True
             return [b for b in self._batches if b.sequence_number > cursor], False

@@ -52,3 +52,16 @@ async def test_index_matches_what_the_worker_cached_and_follows_a_flush(tmp_path
         assert subscriber.is_supported
         await subscriber.stop()
     await worker.drain()
+
+
+def test_a_snapshot_from_a_restarted_worker_resets_the_resume_point() -> None:
+    """After a restart a worker counts from 1 again: its snapshot must become the cursor the subscriber resumes
+    from, or the next reconnect would ask for a sequence number the new worker has never reached."""
+    index = KvEventIndex()
+    stored = common_pb2.KvCacheEvent(
+        event_id=1, stored=common_pb2.KvBlocksStored(blocks=[common_pb2.KvBlock(block_hash=7, block_size=16)])
+    )
+    assert index.apply("w", common_pb2.KvEventBatch(sequence_number=500, events=[stored]))
+    cleared = common_pb2.KvCacheEvent(event_id=1, cleared=common_pb2.KvCacheCleared())
+    assert index.apply("w", common_pb2.KvEventBatch(sequence_number=3, events=[cleared, stored]))
+    assert index.sequence("w") == 3

@@ -65,6 +65,18 @@ def test_blocks_are_announced_once_computed_and_withdrawn_when_evicted() -> None
     assert log.num_live_blocks == 0
 
 
+def test_a_cursor_from_before_a_restart_gets_a_snapshot_not_silence() -> None:
+    """A subscriber resuming at a sequence number this log never reached (the worker restarted and counts
+    from 1 again) is sent the live blocks at once; waiting for the count to pass it would hide them all."""
+    log = KvEventLog(BS)
+    log.record(BlockStored(7, None, (0, 1, 2, 3)))
+    log.flush()
+    batches, is_snapshot = log._after(500)
+    assert is_snapshot and batches[0].events == (CacheCleared(), BlockStored(7, None, (0, 1, 2, 3)))
+    assert batches[0].sequence_number == 1
+    assert log._after(1) == ([], False)  # caught up: nothing more until the next batch
+
+
 def test_an_unfinished_prompt_freed_early_is_never_announced() -> None:
     log = KvEventLog(BS)
     blocks = BlockManager(8, BS)
