@@ -30,10 +30,10 @@ def test_graphs_and_mtp_on_cuda_keep_the_cpu_greedy_tokens() -> None:
     prompts = random_prompts(40, SMALL.vocab_size, seed=5)
     requests = [GenerateInput(f"r{i}", tuple(p), greedy(6 + i % 13)) for i, p in enumerate(prompts)]
     reference = outputs(make_core(cpu_model, is_mtp=False), requests)
-    for is_mtp in (False, True):
+    for is_mtp, overlap in ((False, False), (False, True), (True, None)):  # plain decode overlaps by default
         for graphs in (False, True):
-            core = make_core(gpu_model, is_mtp=is_mtp, use_cuda_graphs=graphs)
-            assert outputs(core, requests) == reference, f"mtp={is_mtp} graphs={graphs}"
+            core = make_core(gpu_model, is_mtp=is_mtp, use_cuda_graphs=graphs, overlap_decode=overlap)
+            assert outputs(core, requests) == reference, f"mtp={is_mtp} overlap={overlap} graphs={graphs}"
             assert (core.runner.graphs is not None and len(core.runner.graphs) > 0) == graphs
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import operator
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from services.worker.engines.torch import mtp
 from services.worker.engines.torch.block_manager import BlockManager
 from services.worker.engines.torch.cuda_graphs import batch_bucket
 from services.worker.engines.torch.grammar import Grammar, GrammarCompiler
-from services.worker.engines.torch.model_runner import ModelRunner, SeqResult
+from services.worker.engines.torch.model_runner import InFlight, ModelRunner, SeqResult
 from services.worker.engines.torch.scheduler import Scheduler, SchedulerConfig
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.engines.torch.stop import StopChecker
@@ -45,6 +46,7 @@ class CoreConfig:
     is_mtp_enabled: bool = True
     use_cuda_graphs: bool = True
     compile_kernels: bool = True  # CUDA only: torch.compile the layers' elementwise pieces
+    overlap_decode: bool | None = None  # launch each plain decode step before reading the last (None: on CUDA)
     max_context_length: int = 32768
     eos_token_ids: tuple[int, ...] = ()
 
@@ -66,6 +68,9 @@ class EngineCore:
         self.num_accepted_tokens = 0
         self.num_decode_steps = 0  # sequence-steps of MTP decoding
         self._grammars: GrammarCompiler | None = None  # built on the first constrained request
+        self._inflight: InFlight | None = None  # a decode step launched ahead, not yet read (`_overlap`)
+        is_cuda = self.runner.device.type == "cuda"
+        self.is_overlap = (is_cuda if cfg.overlap_decode is None else cfg.overlap_decode) and not self.is_mtp
 
     @property
     def capacity_tokens(self) -> int:
@@ -122,14 +127,18 @@ class EngineCore:
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work
+        return self.scheduler.has_work or self._inflight is not None
 
     def step(self) -> list[RequestOutput]:
         """Schedule, run one forward (prefill or decode) and turn the results into chunks."""
+        if self._inflight is not None:
+            return self._overlap(self._inflight)
         start = time.perf_counter()
         batch = self.scheduler.schedule()
         if batch is None:
             return []
+        if self.is_overlap and not batch.is_prefill and all(_device_only(s) for s in batch.seqs):
+            return self._overlap(self.runner.launch_decode(batch.seqs))
         num_graphs, drafted, acceptance = self.runner.num_graphs, False, None
         with torch.inference_mode():
             if not self.is_mtp:
@@ -150,6 +159,28 @@ class EngineCore:
         if is_spec and self.runner.num_graphs == num_graphs:  # the whole step's cost; a capture is none
             bucket = batch_bucket(len(batch.seqs))
             self.runner.spec_policy.record(bucket, drafted, time.perf_counter() - start, acceptance)
+        return out
+
+    def _overlap(self, pending: InFlight) -> list[RequestOutput]:
+        """Launch the next decode step on `pending`'s tokens (still on the device), then read `pending`:
+        the host's bookkeeping and the next step's preparation run while the GPU computes. A step ahead
+        is launched only while the batch stays the same (nothing waiting, none finished or aborted);
+        a sequence that stops on `pending`'s token wastes its row of the step ahead, nothing else."""
+        seqs = pending.seqs
+        blocks, running = self.blocks, self.scheduler.running
+        is_same = not self.scheduler.waiting and len(running) == len(seqs) and all(map(operator.is_, running, seqs))
+        if is_same and all(_device_only(s, 1) and blocks.ensure_slots(s, s.num_tokens + 1) for s in seqs):
+            self._inflight = self.runner.launch_decode(seqs, pending)
+        else:
+            self._inflight = None
+        live = {id(s) for s in running}  # aborted (or failed) since the launch: its token is dropped
+        out = [
+            (seq.request_id, self._apply(seq, SeqResult([token]), False))
+            for seq, token in zip(seqs, pending.tokens_list(), strict=True)
+            if id(seq) in live and not seq.is_finished
+        ]
+        self._recent.append((time.monotonic(), len(out)))
+        self.blocks.publish_events()
         return out
 
     def _apply(self, seq: Sequence, res: SeqResult, is_spec: bool) -> OutputChunk:
@@ -227,8 +258,23 @@ class EngineCore:
         return 1.0 + self.num_accepted_tokens / self.num_decode_steps if self.num_decode_steps else 1.0
 
     def flush_cache(self) -> bool:
-        if self.scheduler.has_work:
+        if self.has_work:
             return False
         self.blocks.reset_prefix_cache()
         self.blocks.publish_events()
         return True
+
+
+def _device_only(seq: Sequence, ahead: int = 0) -> bool:
+    """The sequence's next token can be sampled without the host's copy of the tokens `ahead` steps back
+    (no penalties, grammar, logprobs or min_new_tokens left) and it has room for `ahead` more steps."""
+    s = seq.sampling
+    return (
+        seq.grammar is None
+        and not seq.return_logprob
+        and s.repetition_penalty == 1
+        and not s.frequency_penalty
+        and not s.presence_penalty
+        and seq.stop.min_new_tokens <= seq.num_output_tokens
+        and seq.num_output_tokens + 1 + ahead <= seq.max_new_tokens
+    )

@@ -100,18 +100,20 @@ class ModelRunner:
 
     # ---- inputs ------------------------------------------------------------------------------
 
-    def prepare(self, seqs: list[Sequence], new_tokens: list[list[int]]) -> StepTensors:
-        """Host-side: flatten each sequence's new tokens (from its num_computed_tokens on) into tensors."""
+    def prepare(self, seqs: list[Sequence], new_tokens: list[list[int]], ahead: int = 0) -> StepTensors:
+        """Host-side: flatten each sequence's new tokens (from its num_computed_tokens on) into tensors.
+        `ahead`: positions start that many past num_computed_tokens (a step launched before the host has
+        read the previous one's tokens: `launch_decode`)."""
         bs, lengths = self.block_size, [len(t) for t in new_tokens]
         num_q, is_uniform = max(lengths), len(set(lengths)) == 1
         ids: list[int] = [t for toks in new_tokens for t in toks]
         positions: list[int] = []
         slots: list[int] = []
         for seq, n in zip(seqs, lengths, strict=True):
-            start, table = seq.num_computed_tokens, seq.block_table
+            start, table = seq.num_computed_tokens + ahead, seq.block_table
             positions.extend(range(start, start + n))
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-        num_cols = max(-(-(s.num_computed_tokens + n) // bs) for s, n in zip(seqs, lengths, strict=True))
+        num_cols = max(-(-(s.num_computed_tokens + ahead + n) // bs) for s, n in zip(seqs, lengths, strict=True))
         num_seqs = len(seqs)
         use_graph = self.graphs is not None and is_uniform and num_q <= MAX_GRAPH_TOKENS_PER_SEQ
         if use_graph:  # pad to a captured shape
@@ -253,6 +255,43 @@ class ModelRunner:
         extras = token_logprobs(seqs, logits, rows, tokens)
         results = [SeqResult([t], 0, *extra) for t, extra in zip(tokens.tolist(), extras, strict=True)]
         return partial_chunks(seqs, new_tokens, results)
+
+    def launch_decode(self, seqs: list[Sequence], prev: InFlight | None = None) -> InFlight:
+        """A plain decode step whose tokens stay on the device until `InFlight.tokens_list()` (CUDA).
+
+        With `prev` (a step not yet read), each sequence feeds prev's token on the device, one position
+        past the host's view of it: the host prepares and launches this step while the GPU still runs
+        prev, so at batch 1 the GPU does not wait for the host between steps (SGLang's overlap
+        scheduler). The rows' sampling must not depend on the host's tokens (no penalties, grammars,
+        logprobs or min_new_tokens left: `EngineCore` checks)."""
+        step = self.prepare(seqs, [[s.last_token] for s in seqs], ahead=int(prev is not None))
+        if prev is not None:
+            step.input_ids[: len(seqs)].copy_(prev.tokens)
+        hidden = self.forward(step)
+        rows = sampler.build_rows(seqs, 1, None, self.vocab_size, self.device)
+        tokens = sampler.sample(self.logits(hidden[: len(seqs)]), rows)
+        if self.device.type != "cuda":  # nothing runs asynchronously: the tokens are already here
+            return InFlight(seqs, tokens, tokens, None)
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return InFlight(seqs, tokens, host, done)
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A launched decode step: its sampled tokens on the device, and a pinned copy ready once `done` fires."""
+
+    seqs: list[Sequence]
+    tokens: Tensor  # [B] on the device
+    host: Tensor  # [B] pinned (CPU: the tokens themselves)
+    done: torch.cuda.Event | None
+
+    def tokens_list(self) -> list[int]:
+        if self.done is not None:
+            self.done.synchronize()  # this step only: a step launched after it keeps running
+        return self.host.tolist()
 
 
 def _detached(t: Tensor | None) -> Tensor | None:
