@@ -7,7 +7,13 @@ of finished or aborted sequences, slots, draining when the batch changes); the t
 
 from __future__ import annotations
 
+import pytest
+import torch
+from tokenizers import Tokenizer
+
 from services.worker.engine_api import GenerateInput, SamplingConfig
+from services.worker.model import load_mimo
+from tests.support.tokenizer_dirs import TINY_MIMO
 from tests.support.torch_engine import SMALL, greedy, make_core, random_model, random_prompts, run_all, tokens_of
 
 MODEL = random_model()
@@ -30,34 +36,51 @@ def requests() -> list[GenerateInput]:
 
 
 def summary(core, reqs) -> dict:
+    """Per sample: tokens, finish reason, completion count and logprobs, whatever the chunking (MTP: 1-2 a step)."""
     return {
-        key: (tokens_of(chunks), chunks[-1].finish_reason, chunks[-1].completion_tokens, chunks[-1].logprobs)
+        key: (
+            tokens_of(chunks),
+            chunks[-1].finish_reason,
+            chunks[-1].completion_tokens,
+            [lp for c in chunks for lp in c.logprobs],
+        )
         for key, chunks in run_all(core, reqs).items()
     }
 
 
-def test_overlapped_decode_emits_what_the_plain_engine_emits() -> None:
-    reference = summary(make_core(MODEL, is_mtp=False, overlap_decode=False), requests())
-    core = make_core(MODEL, is_mtp=False, overlap_decode=True)
+def engine(is_mtp: bool, overlap: bool, policy: str = "auto"):
+    core = make_core(MODEL, is_mtp=is_mtp, overlap_decode=overlap)
+    core.runner.spec_policy.mode = policy
+    return core
+
+
+@pytest.mark.parametrize(("is_mtp", "policy"), [(False, "auto"), (True, "always"), (True, "auto"), (True, "never")])
+def test_overlapped_decode_emits_what_the_plain_engine_emits(is_mtp: bool, policy: str) -> None:
+    """MTP "auto" switches between MTP and plain steps on measured costs: the overlap drains at each switch."""
+    reference = summary(engine(is_mtp, False, policy), requests())
+    core = engine(is_mtp, True, policy)
     assert summary(core, requests()) == reference
     assert reference[("stop", 0)][1] == "stop"  # the stop token really cut that stream short
     assert core.blocks.num_free_blocks == core.blocks.num_blocks  # every block came back
-    # Only the greedy streams, one at a time, with a step ahead the whole way:
+    if is_mtp and policy != "never":
+        assert core.num_draft_tokens > 0
+    # One greedy stream at a time: a step is launched ahead once it decodes.
     for i in range(3):
-        solo = make_core(MODEL, is_mtp=False, overlap_decode=True)
+        solo = engine(is_mtp, True, "always" if policy == "auto" else policy)
         solo.add_request(GenerateInput("solo", (1, 2, 3 + i), greedy(10)))
         solo.step()  # prefill
         solo.step()
         assert solo._inflight is not None, "no decode step was launched ahead"
+        assert solo._inflight.is_spec == (is_mtp and policy != "never")
 
 
-def test_an_abort_or_an_arrival_while_a_step_is_in_flight() -> None:
+@pytest.mark.parametrize("is_mtp", [False, True])
+def test_an_abort_or_an_arrival_while_a_step_is_in_flight(is_mtp: bool) -> None:
     prompts = random_prompts(3, SMALL.vocab_size, seed=22)
     reference = summary(
-        make_core(MODEL, is_mtp=False, overlap_decode=False),
-        [GenerateInput(f"r{i}", tuple(p), greedy(20)) for i, p in enumerate(prompts)],
+        engine(False, False), [GenerateInput(f"r{i}", tuple(p), greedy(20)) for i, p in enumerate(prompts)]
     )
-    core = make_core(MODEL, is_mtp=False, overlap_decode=True)
+    core = engine(is_mtp, True, "always")
     got: dict[str, list[int]] = {}
     for i, p in enumerate(prompts[:2]):
         core.add_request(GenerateInput(f"r{i}", tuple(p), greedy(20)))
@@ -78,3 +101,17 @@ def test_an_abort_or_an_arrival_while_a_step_is_in_flight() -> None:
     assert got["r2"] == reference[("r2", 0)][0]
     assert got["r1"] == reference[("r1", 0)][0][: len(got["r1"])]
     assert core.blocks.num_free_blocks == core.blocks.num_blocks
+
+
+def test_overlapped_mtp_on_the_trained_tiny_model_accepts_and_keeps_the_greedy_tokens() -> None:
+    """The random model above rarely accepts a draft; tiny MiMo accepts about half on these prompts, so both
+    of a step ahead's cases (prev accepted: bonus token two positions on; rejected: the correction) run."""
+    model = load_mimo(TINY_MIMO, "cpu", torch.float32)
+    tokenizer = Tokenizer.from_file(str(TINY_MIMO / "tokenizer.json"))
+    texts = ["What is 12 + 7?", "Write a function that adds two numbers.", "Tell me about the sea."]
+    reqs = [GenerateInput(f"t{i}", tuple(tokenizer.encode(t).ids), greedy(24)) for i, t in enumerate(texts)]
+    plain = {key: tokens_of(chunks) for key, chunks in run_all(make_core(model, is_mtp=False), reqs).items()}
+    core = make_core(model, is_mtp=True, overlap_decode=True)
+    core.runner.spec_policy.mode = "always"
+    assert {key: tokens_of(chunks) for key, chunks in run_all(core, reqs).items()} == plain
+    assert 0 < core.num_accepted_tokens < core.num_draft_tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ class EngineCore:
         self._grammars: GrammarCompiler | None = None  # built on the first constrained request
         self._inflight: InFlight | None = None  # a decode step launched ahead, not yet read (`_overlap`)
         is_cuda = self.runner.device.type == "cuda"
-        self.is_overlap = (is_cuda if cfg.overlap_decode is None else cfg.overlap_decode) and not self.is_mtp
+        self.is_overlap = is_cuda if cfg.overlap_decode is None else cfg.overlap_decode
+        self._choice: bool | None = None  # an MTP-or-plain choice made for a step that could not overlap
 
     @property
     def capacity_tokens(self) -> int:
@@ -137,8 +139,11 @@ class EngineCore:
         batch = self.scheduler.schedule()
         if batch is None:
             return []
-        if self.is_overlap and not batch.is_prefill and all(_device_only(s) for s in batch.seqs):
-            return self._overlap(self.runner.launch_decode(batch.seqs))
+        if self.is_overlap and not batch.is_prefill and all(map(_device_only, batch.seqs)):
+            with torch.inference_mode():
+                pending = self._launch(batch.seqs, None)
+            if pending is not None:
+                return self._overlap(pending, is_timed=False)
         num_graphs, drafted, acceptance = self.runner.num_graphs, False, None
         with torch.inference_mode():
             if not self.is_mtp:
@@ -146,7 +151,7 @@ class EngineCore:
             elif batch.is_prefill:
                 results = mtp.run_prefill(self.runner, batch.seqs)
             else:
-                results, drafted, acceptance = mtp.run_decode(self.runner, batch.seqs)
+                results, drafted, acceptance = mtp.run_decode(self.runner, batch.seqs, self._take_choice())
         is_spec = self.is_mtp and not batch.is_prefill
         out = []
         for seq, res in zip(batch.seqs, results, strict=True):
@@ -161,27 +166,57 @@ class EngineCore:
             self.runner.spec_policy.record(bucket, drafted, time.perf_counter() - start, acceptance)
         return out
 
-    def _overlap(self, pending: InFlight) -> list[RequestOutput]:
-        """Launch the next decode step on `pending`'s tokens (still on the device), then read `pending`:
+    def _overlap(self, pending: InFlight, is_timed: bool = True) -> list[RequestOutput]:
+        """Launch the next decode step on `pending`'s results (still on the device), then read `pending`:
         the host's bookkeeping and the next step's preparation run while the GPU computes. A step ahead
         is launched only while the batch stays the same (nothing waiting, none finished or aborted);
-        a sequence that stops on `pending`'s token wastes its row of the step ahead, nothing else."""
-        seqs = pending.seqs
-        blocks, running = self.blocks, self.scheduler.running
+        a sequence that stops on `pending`'s tokens wastes its row of the step ahead, nothing else."""
+        start, num_graphs = time.perf_counter(), self.runner.num_graphs
+        seqs, blocks, running = pending.seqs, self.blocks, self.scheduler.running
+        reach = 3 if pending.is_spec else 1  # positions past the newest token the step ahead may write
         is_same = not self.scheduler.waiting and len(running) == len(seqs) and all(map(operator.is_, running, seqs))
-        if is_same and all(_device_only(s, 1) and blocks.ensure_slots(s, s.num_tokens + 1) for s in seqs):
-            self._inflight = self.runner.launch_decode(seqs, pending)
-        else:
-            self._inflight = None
-        live = {id(s) for s in running}  # aborted (or failed) since the launch: its token is dropped
+        self._inflight = None
+        if is_same and all(
+            _device_only(s, ahead=1)
+            and s.num_tokens + reach <= self.cfg.max_context_length
+            and blocks.ensure_slots(s, s.num_tokens + reach)
+            for s in seqs
+        ):
+            with torch.inference_mode():
+                self._inflight = self._launch(seqs, pending)
+        live = {id(s) for s in running}  # aborted (or failed) since the launch: its results are dropped
+        results = pending.results()
         out = [
-            (seq.request_id, self._apply(seq, SeqResult([token]), False))
-            for seq, token in zip(seqs, pending.tokens_list(), strict=True)
+            (seq.request_id, self._apply(seq, res, pending.is_spec))
+            for seq, res in zip(seqs, results, strict=True)
             if id(seq) in live and not seq.is_finished
         ]
-        self._recent.append((time.monotonic(), len(out)))
+        self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
         self.blocks.publish_events()
+        if self.is_mtp and is_timed and self.runner.num_graphs == num_graphs:  # one step's period
+            acceptance = statistics.fmean(r.num_accepted for r in results) if pending.is_spec else None
+            bucket = batch_bucket(len(seqs))
+            self.runner.spec_policy.record(bucket, pending.is_spec, time.perf_counter() - start, acceptance)
         return out
+
+    def _launch(self, seqs: list[Sequence], prev: InFlight | None) -> InFlight | None:
+        """The next decode step, launched without reading `prev`; None when it needs the host (sampled MTP
+        rows, a draft after a plain step) or the policy switches between MTP and plain after `prev`."""
+        if not self.is_mtp:
+            return self.runner.launch_decode(seqs, prev)
+        if not all(s.is_greedy for s in seqs):
+            return None
+        drafting = self.runner.spec_policy.should_draft(batch_bucket(len(seqs)))
+        if drafting and (prev.is_spec if prev is not None else all(s.draft_token is not None for s in seqs)):
+            return mtp.launch_spec(self.runner, seqs, prev)
+        if not drafting and (prev is None or not prev.is_spec):
+            return self.runner.launch_decode(seqs, prev)
+        self._choice = drafting  # the next step, run the plain way, follows this choice
+        return None
+
+    def _take_choice(self) -> bool | None:
+        choice, self._choice = self._choice, None
+        return choice
 
     def _apply(self, seq: Sequence, res: SeqResult, is_spec: bool) -> OutputChunk:
         """Append the step's tokens up to the first stop; free the blocks of a finished sequence."""
@@ -266,8 +301,8 @@ class EngineCore:
 
 
 def _device_only(seq: Sequence, ahead: int = 0) -> bool:
-    """The sequence's next token can be sampled without the host's copy of the tokens `ahead` steps back
-    (no penalties, grammar, logprobs or min_new_tokens left) and it has room for `ahead` more steps."""
+    """The sequence's next token can be chosen without the host's copy of its tokens `ahead` steps back (no
+    penalties, grammar, logprobs or min_new_tokens left), and it may still emit a token `ahead` steps on."""
     s = seq.sampling
     return (
         seq.grammar is None

@@ -257,7 +257,7 @@ class ModelRunner:
         return partial_chunks(seqs, new_tokens, results)
 
     def launch_decode(self, seqs: list[Sequence], prev: InFlight | None = None) -> InFlight:
-        """A plain decode step whose tokens stay on the device until `InFlight.tokens_list()` (CUDA).
+        """A plain decode step whose tokens stay on the device until `InFlight.results()`.
 
         With `prev` (a step not yet read), each sequence feeds prev's token on the device, one position
         past the host's view of it: the host prepares and launches this step while the GPU still runs
@@ -270,28 +270,53 @@ class ModelRunner:
         hidden = self.forward(step)
         rows = sampler.build_rows(seqs, 1, None, self.vocab_size, self.device)
         tokens = sampler.sample(self.logits(hidden[: len(seqs)]), rows)
-        if self.device.type != "cuda":  # nothing runs asynchronously: the tokens are already here
-            return InFlight(seqs, tokens, tokens, None)
-        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
-        host.copy_(tokens, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return InFlight(seqs, tokens, host, done)
+        return InFlight.launched(seqs, tokens)
 
 
 @dataclass(frozen=True, slots=True)
 class InFlight:
-    """A launched decode step: its sampled tokens on the device, and a pinned copy ready once `done` fires."""
+    """A launched decode step whose results are still on the device, with a copy to the host under way.
+
+    Plain: `tokens` [B]. MTP (`mtp.launch_spec`): `tokens` [B, 2] as `mtp.verify` returns them, `accepted`
+    [B] (0/1) and the next `drafts` [B]. `host` holds tokens | accepted | drafts once `done` fires."""
 
     seqs: list[Sequence]
-    tokens: Tensor  # [B] on the device
-    host: Tensor  # [B] pinned (CPU: the tokens themselves)
+    tokens: Tensor
+    host: Tensor  # pinned (CPU: the device tensors themselves, flattened)
     done: torch.cuda.Event | None
+    accepted: Tensor | None = None
+    drafts: Tensor | None = None
 
-    def tokens_list(self) -> list[int]:
+    @classmethod
+    def launched(
+        cls, seqs: list[Sequence], tokens: Tensor, accepted: Tensor | None = None, drafts: Tensor | None = None
+    ) -> InFlight:
+        flat = tokens.reshape(-1) if accepted is None else torch.cat([tokens.reshape(-1), accepted, drafts])
+        if flat.device.type != "cuda":  # nothing runs asynchronously: the results are already here
+            return cls(seqs, tokens, flat, None, accepted, drafts)
+        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return cls(seqs, tokens, host, done, accepted, drafts)
+
+    @property
+    def is_spec(self) -> bool:
+        return self.accepted is not None
+
+    def results(self) -> list[SeqResult]:
+        """Wait for this step only (a step launched after it keeps running) and read its results."""
         if self.done is not None:
-            self.done.synchronize()  # this step only: a step launched after it keeps running
-        return self.host.tolist()
+            self.done.synchronize()
+        flat, n = self.host.tolist(), len(self.seqs)
+        if not self.is_spec:
+            return [SeqResult([t]) for t in flat]
+        return [
+            SeqResult(
+                flat[2 * i : 2 * i + 1 + flat[2 * n + i]], flat[2 * n + i], draft_token=flat[3 * n + i], drafted=True
+            )
+            for i in range(n)
+        ]
 
 
 def _detached(t: Tensor | None) -> Tensor | None:

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from services.worker.engines.torch import sampler
+from services.worker.engines.torch.attention import StepTensors
 from services.worker.engines.torch.cuda_graphs import batch_bucket
 from services.worker.engines.torch.model_runner import (
+    InFlight,
     ModelRunner,
     SeqResult,
     last_rows,
@@ -102,18 +104,23 @@ def next_prompt_token(seq: Sequence, fed: list[int]) -> int:
     return seq.token_ids[end] if end < seq.num_tokens else 0
 
 
-def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> tuple[list[SeqResult], bool, float | None]:
+def run_decode(
+    runner: ModelRunner, seqs: list[Sequence], choice: bool | None = None
+) -> tuple[list[SeqResult], bool, float | None]:
     """An MTP step or a plain decode step, whichever the policy expects to emit more tokens per second.
 
     Returns the results, whether it drafted, and the share of real drafts accepted (None: none
-    verified); the caller records the whole step's wall time with them (`SpecPolicy.record`).
+    verified); the caller records the whole step's wall time with them (`SpecPolicy.record`). `choice`:
+    the policy's choice when the caller already asked it for this step.
     Batches with a seeded sampled request always draft, so its seed fixes its tokens.
     A plain step leaves the MTP layer's KV unwritten at its position: later drafts attend to a stale
     entry there (lower acceptance, never a wrong token: verification is exact).
     """
     # A seeded sample must not depend on timing: its random draws differ between the two kinds of step.
     is_seeded = any(s.generator is not None and not s.is_greedy for s in seqs)
-    if not is_seeded and not runner.spec_policy.should_draft(batch_bucket(len(seqs))):
+    if choice is None and not is_seeded:
+        choice = runner.spec_policy.should_draft(batch_bucket(len(seqs)))
+    if not is_seeded and not choice:
         return runner.run_plain(seqs, is_prefill=False), False, None
     results = run_spec(runner, seqs)
     accepted = [r.num_accepted for r in results if r.drafted]
@@ -126,17 +133,10 @@ def run_spec(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
     had_draft = [s.draft_token is not None for s in seqs]  # after a plain step: a placeholder, not a draft
     draft_list = [s.draft_token if s.draft_token is not None else s.last_token for s in seqs]
     step = runner.prepare(seqs, [[s.last_token, d] for s, d in zip(seqs, draft_list, strict=True)])
-    hidden = runner.forward(step)  # [Np, H], Np >= 2B (graph padding)
-    logits = runner.logits(hidden[: 2 * n])  # [2B, V]
     rows = sampler.build_rows(seqs, 2, draft_list, runner.vocab_size, runner.device)
     drafts = torch.tensor(draft_list, dtype=torch.int64).to(runner.device, non_blocking=True)
     q = stack_draft_probs(seqs, drafts, runner.vocab_size)
-    tokens, accepted = verify(logits.view(n, 2, -1), drafts, q, rows)
-    # MTP pairs: accepted -> (h_t, draft), (h_t+1, bonus); rejected -> (h_t, corrected), then a dead row.
-    next_ids = F.pad(tokens.reshape(-1), (0, hidden.shape[0] - 2 * n))
-    mtp_hidden = runner.mtp_forward(hidden, next_ids, step)
-    pick = torch.arange(n, device=runner.device) * 2 + accepted.long()
-    new_drafts, new_q = draft(runner, mtp_hidden[pick], sampler.plain_rows(rows, stride=2))
+    logits, tokens, accepted, new_drafts, new_q = verify_and_draft(runner, n, step, drafts, q, rows)
     extras = token_logprobs(seqs, logits, rows, tokens.reshape(-1), rows_per_seq=2)
     flat = torch.cat([tokens.reshape(-1), accepted.long(), new_drafts]).tolist()
     results = []
@@ -156,3 +156,43 @@ def run_spec(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
             )
         )
     return results
+
+
+def verify_and_draft(
+    runner: ModelRunner, n: int, step: StepTensors, drafts: Tensor, q: Tensor | None, rows: sampler.SamplingRows
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """The step's forward over (x_t, draft) pairs, verification, draft-extend and the next drafts:
+    (target logits [2B, V], tokens [B, 2], accepted [B], next drafts [B], their q or None)."""
+    hidden = runner.forward(step)  # [Np, H], Np >= 2B (graph padding)
+    logits = runner.logits(hidden[: 2 * n])  # [2B, V]
+    tokens, accepted = verify(logits.view(n, 2, -1), drafts, q, rows)
+    # MTP pairs: accepted -> (h_t, draft), (h_t+1, bonus); rejected -> (h_t, corrected), then a dead row.
+    next_ids = F.pad(tokens.reshape(-1), (0, hidden.shape[0] - 2 * n))
+    mtp_hidden = runner.mtp_forward(hidden, next_ids, step)
+    pick = torch.arange(n, device=runner.device) * 2 + accepted.long()
+    new_drafts, new_q = draft(runner, mtp_hidden[pick], sampler.plain_rows(rows, stride=2))
+    return logits, tokens, accepted, new_drafts, new_q
+
+
+def launch_spec(runner: ModelRunner, seqs: list[Sequence], prev: InFlight | None = None) -> InFlight:
+    """An MTP step of greedy sequences whose results stay on the device (`ModelRunner.launch_decode`'s
+    overlap, for MTP). With `prev` (an MTP step not yet read) each sequence verifies prev's last emitted
+    token and next draft, whose positions depend on whether prev accepted its draft: the host prepares
+    them as if it had (two past its view), and the device moves rejected ones back by one."""
+    n, bs = len(seqs), runner.block_size
+    if prev is None:
+        step = runner.prepare(seqs, [[s.last_token, s.draft_token] for s in seqs])  # type: ignore[list-item]
+        drafts = torch.tensor([s.draft_token for s in seqs], dtype=torch.int64).to(runner.device, non_blocking=True)
+    else:
+        assert prev.accepted is not None and prev.drafts is not None
+        step = runner.prepare(seqs, [[s.last_token] * 2 for s in seqs], ahead=2)
+        accepted, drafts = prev.accepted, prev.drafts
+        positions = step.positions[: 2 * n]
+        positions -= (1 - accepted).repeat_interleave(2)
+        seq_of = torch.arange(n, device=runner.device).repeat_interleave(2)
+        step.slot_mapping[: 2 * n] = step.block_tables[seq_of, positions // bs] * bs + positions % bs
+        last = prev.tokens.gather(1, accepted[:, None]).squeeze(1)  # the bonus token, or the correction
+        step.input_ids[: 2 * n] = torch.stack([last, drafts], dim=1).reshape(-1)
+    rows = sampler.build_rows(seqs, 2, None, runner.vocab_size, runner.device)
+    _, tokens, accepted, new_drafts, _ = verify_and_draft(runner, n, step, drafts, None, rows)
+    return InFlight.launched(seqs, tokens, accepted.long(), new_drafts)
