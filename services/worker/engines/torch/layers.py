@@ -84,6 +84,12 @@ def rotary(x: Tensor, cos: Tensor, sin_signed: Tensor) -> Tensor:
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
 
 
+def add_norm(x: Tensor, delta: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """The residual stream after `delta` is added, and its RMSNorm (one kernel once compiled)."""
+    x = x + delta
+    return x, rms_norm(x, weight, eps)
+
+
 def silu_mul(gate_up: Tensor) -> Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -96,12 +102,13 @@ class Kernels:
     norm: Callable[[Tensor, Tensor, float], Tensor] = rms_norm
     rotary: Callable[[Tensor, Tensor, Tensor], Tensor] = rotary
     silu_mul: Callable[[Tensor], Tensor] = silu_mul
+    add_norm: Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]] = add_norm
 
     @classmethod
     def compiled(cls, sample: Tensor) -> Kernels:
         """Compiled pieces if they compile and agree with eager on `sample` [N, H]; eager ones otherwise."""
         try:
-            compiled = cls(*(torch.compile(f, dynamic=True) for f in (rms_norm, rotary, silu_mul)))
+            compiled = cls(*(torch.compile(f, dynamic=True) for f in (rms_norm, rotary, silu_mul, add_norm)))
             ones = torch.ones(sample.shape[-1], dtype=sample.dtype, device=sample.device)
             heads = sample.view(sample.shape[0], -1, 8)
             cos = torch.ones(8, dtype=sample.dtype, device=sample.device)
@@ -109,6 +116,7 @@ class Kernels:
                 (compiled.norm, rms_norm, (sample, ones, 1e-6)),
                 (compiled.rotary, rotary, (heads, cos, cos)),
                 (compiled.silu_mul, silu_mul, (sample,)),
+                (lambda *a: compiled.add_norm(*a)[1], lambda *a: add_norm(*a)[1], (sample, sample, ones, 1e-6)),
             ):
                 if not torch.allclose(fast(*args), slow(*args), rtol=1e-2, atol=1e-2):
                     raise RuntimeError(f"compiled {slow.__name__} disagrees with eager")
@@ -122,16 +130,23 @@ def layer_forward(
     w: LayerWeights,
     k: Kernels,
     x: Tensor,
+    delta: Tensor | None,
     cos: Tensor,
     sin_signed: Tensor,
     k_cache: Tensor,
     v_cache: Tensor,
     meta: AttnMeta | KernelMeta,
-) -> Tensor:
-    """One pre-norm Qwen2 block over the paged cache. x: [N, H] -> [N, H]; cos, sin_signed: [N, 1, D]."""
+) -> tuple[Tensor, Tensor]:
+    """One pre-norm Qwen2 block over the paged cache. x: [N, H] is the residual stream before the previous
+    block's output `delta` (None for the first) is added: each add is fused into the next norm, so the
+    GEMMs write plain outputs (no residual copy into them). Returns (x, this block's MLP output)."""
     num_tokens, d = x.shape[0], w.head_dim
     q_dim, kv_dim = w.num_q_heads * d, w.num_kv_heads * d
-    qkv = F.linear(k.norm(x, w.norm1, w.eps), w.qkv_weight, w.qkv_bias)  # [N, q + 2 kv]
+    if delta is None:
+        normed = k.norm(x, w.norm1, w.eps)
+    else:
+        x, normed = k.add_norm(x, delta, w.norm1, w.eps)
+    qkv = F.linear(normed, w.qkv_weight, w.qkv_bias)  # [N, q + 2 kv]
     if isinstance(meta, KernelMeta):
         from services.worker.engines.torch.kernels import paged_attention as kernels
 
@@ -144,5 +159,5 @@ def layer_forward(
         qk = k.rotary(qkv[:, : q_dim + kv_dim].view(num_tokens, -1, d), cos, sin_signed)  # [N, Hq + Hkv, D]
         v = qkv[:, q_dim + kv_dim :].view(num_tokens, -1, d)
         out = paged_attention(qk[:, : w.num_q_heads], qk[:, w.num_q_heads :], v, k_cache, v_cache, meta)
-    x = torch.addmm(x, out, w.o_weight.t())  # the residual add in the GEMM's epilogue: one kernel fewer
-    return torch.addmm(x, k.silu_mul(F.linear(k.norm(x, w.norm2, w.eps), w.gate_up_weight)), w.down_weight.t())
+    x, normed = k.add_norm(x, F.linear(out, w.o_weight), w.norm2, w.eps)
+    return x, F.linear(k.silu_mul(F.linear(normed, w.gate_up_weight)), w.down_weight)

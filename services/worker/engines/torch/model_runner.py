@@ -195,10 +195,10 @@ class ModelRunner:
     ) -> Tensor:
         meta = self._meta(StepTensors(ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len, q_blocks))
         cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]  # [N, 1, D]
-        x = self.model.model.embed_tokens(ids)  # [N, H]
+        x, delta = self.model.model.embed_tokens(ids), None  # [N, H]
         for i in range(len(self.layers)):
-            x = self._layer_forward(i, x, cos, sin, meta, kernels)
-        return self.model.model.norm(x)
+            x, delta = self._layer_forward(i, x, delta, cos, sin, meta, kernels)
+        return self.model.model.norm(x if delta is None else x + delta)
 
     def _mtp_forward(
         self,
@@ -222,19 +222,28 @@ class ModelRunner:
         mtp: MTPLayer = self.model.model.mtp_layers[0]  # type: ignore[assignment]
         embeds = self.model.model.embed_tokens(next_ids).masked_fill((pos == 0)[:, None], 0.0)  # as SGLang/vLLM
         z = mtp.input_proj(torch.cat([mtp.hidden_layernorm(hidden), mtp.token_layernorm(embeds)], dim=-1))
-        z = self._layer_forward(len(self.layers), z, cos, sin, meta, kernels)
-        return mtp.final_layernorm(z)
+        z, delta = self._layer_forward(len(self.layers), z, None, cos, sin, meta, kernels)
+        return mtp.final_layernorm(z if delta is None else z + delta)
 
     def _layer_forward(
-        self, i: int, x: Tensor, cos: Tensor, sin: Tensor, meta: AttnMeta | KernelMeta, kernels: Kernels | None = None
-    ) -> Tensor:
-        """Layer i over cache layer i (i == num_hidden_layers: the MTP layer). x: [N, H] -> [N, H].
+        self,
+        i: int,
+        x: Tensor,
+        delta: Tensor | None,
+        cos: Tensor,
+        sin: Tensor,
+        meta: AttnMeta | KernelMeta,
+        kernels: Kernels | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Layer i over cache layer i (i == num_hidden_layers: the MTP layer): (x, delta) -> (x, delta), the
+        residual stream and the output not yet added to it (`layers.layer_forward`; the CPU layers add it).
         `kernels`: the elementwise pieces (default: the compiled ones, for graph captures)."""
         if self.cpu_layers is not None and isinstance(meta, AttnMeta):
-            return cpu_layer_forward(self.cpu_layers[i], x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
+            x = x if delta is None else x + delta
+            return cpu_layer_forward(self.cpu_layers[i], x, cos, sin, self.k_cache[i], self.v_cache[i], meta), None
         w = self.layers[i] if i < len(self.layers) else self.mtp_layer
         assert w is not None
-        return layer_forward(w, kernels or self.kernels, x, cos, sin, self.k_cache[i], self.v_cache[i], meta)
+        return layer_forward(w, kernels or self.kernels, x, delta, cos, sin, self.k_cache[i], self.v_cache[i], meta)
 
     def _meta(self, step: StepTensors) -> AttnMeta | KernelMeta:
         if self.use_kernels:
