@@ -115,3 +115,24 @@ def test_overlapped_mtp_on_the_trained_tiny_model_accepts_and_keeps_the_greedy_t
     core.runner.spec_policy.mode = "always"
     assert {key: tokens_of(chunks) for key, chunks in run_all(core, reqs).items()} == plain
     assert 0 < core.num_accepted_tokens < core.num_draft_tokens
+
+
+@pytest.mark.parametrize("is_mtp", [False, True])
+def test_the_step_ahead_continues_for_the_others_when_a_stream_finishes(is_mtp: bool) -> None:
+    prompts = random_prompts(5, SMALL.vocab_size, seed=23)
+    reqs = [GenerateInput(f"r{i}", tuple(p), greedy(4 + 3 * i)) for i, p in enumerate(prompts)]
+    reference = summary(engine(False, False), reqs)
+    core = engine(is_mtp, True, "always")
+    for req in reqs:
+        core.add_request(req)
+    got: dict[str, list[int]] = {}
+    finished_while_others_ran = 0
+    while core.has_work:
+        out = core.step()
+        for rid, chunk in out:
+            got.setdefault(rid, []).extend(chunk.token_ids)
+        if any(c.finished for _, c in out) and core.scheduler.running:
+            finished_while_others_ran += 1
+            assert core._inflight is not None, "the overlap stopped when one stream finished"
+    assert finished_while_others_ran >= 3
+    assert {(rid, 0): toks for rid, toks in got.items()} == {k: v[0] for k, v in reference.items()}

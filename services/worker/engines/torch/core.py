@@ -169,22 +169,30 @@ class EngineCore:
     def _overlap(self, pending: InFlight, is_timed: bool = True) -> list[RequestOutput]:
         """Launch the next decode step on `pending`'s results (still on the device), then read `pending`:
         the host's bookkeeping and the next step's preparation run while the GPU computes. A step ahead
-        is launched only while the batch stays the same (nothing waiting, none finished or aborted);
-        a sequence that stops on `pending`'s tokens wastes its row of the step ahead, nothing else."""
+        is launched while nothing waits to be admitted, for the sequences still running (one that
+        finished or was aborted since `pending` was launched drops out); a sequence that stops on
+        `pending`'s tokens wastes its row of the step ahead, nothing else."""
         start, num_graphs = time.perf_counter(), self.runner.num_graphs
         seqs, blocks, running = pending.seqs, self.blocks, self.scheduler.running
-        reach = 3 if pending.is_spec else 1  # positions past the newest token the step ahead may write
-        is_same = not self.scheduler.waiting and len(running) == len(seqs) and all(map(operator.is_, running, seqs))
-        self._inflight = None
-        if is_same and all(
-            _device_only(s, ahead=1)
-            and s.num_tokens + reach <= self.cfg.max_context_length
-            and blocks.ensure_slots(s, s.num_tokens + reach)
-            for s in seqs
-        ):
-            with torch.inference_mode():
-                self._inflight = self._launch(seqs, pending)
         live = {id(s) for s in running}  # aborted (or failed) since the launch: its results are dropped
+        kept = [s for s in seqs if id(s) in live and not s.is_finished]
+        reach = 3 if pending.is_spec else 1  # positions past the newest token the step ahead may write
+        self._inflight = None
+        if not self.scheduler.waiting and len(running) == len(kept) and all(map(operator.is_, running, kept)):
+            # A sequence whose last token `pending` samples drops out of the step ahead.
+            rows = [
+                i
+                for i, s in enumerate(seqs)
+                if id(s) in live
+                and not s.is_finished
+                and _device_only(s, ahead=1)
+                and s.num_tokens + reach <= self.cfg.max_context_length
+                and blocks.ensure_slots(s, s.num_tokens + reach)
+            ]
+            if rows:
+                with torch.inference_mode():
+                    prev = pending if len(rows) == len(seqs) else pending.rows(rows)
+                    self._inflight = self._launch(prev.seqs, prev)
         results = pending.results()
         out = [
             (seq.request_id, self._apply(seq, res, pending.is_spec))

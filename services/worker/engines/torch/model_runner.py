@@ -313,6 +313,14 @@ class InFlight:
     def is_spec(self) -> bool:
         return self.accepted is not None
 
+    def rows(self, kept: list[int]) -> InFlight:
+        """The device results of the sequences at `kept` (the step ahead's inputs once others dropped out)."""
+        index = torch.tensor(kept, dtype=torch.int64).to(self.tokens.device, non_blocking=True)
+        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        return InFlight(
+            [self.seqs[i] for i in kept], pick(self.tokens), self.host, None, pick(self.accepted), pick(self.drafts)
+        )
+
     def results(self) -> list[SeqResult]:
         """Wait for this step only (a step launched after it keeps running) and read its results."""
         if self.done is not None:
