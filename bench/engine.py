@@ -255,10 +255,33 @@ def copy_bandwidth(device: str, num_bytes: int = 4 << 30) -> float:
     return 2 * num_bytes / statistics.median(times[2:])
 
 
-def run_config(name: str, fn: Callable[[int], Timing], batch: int, new_tokens: int, rounds: int) -> Result:
-    """A warm-up round, then the median of `rounds` rounds of fresh prompts."""
-    fn(0)
-    runs = [fn(r + 1) for r in range(rounds)]
+def run_configs(
+    configs: list[tuple[str, Callable[[int], Timing], int]], batch: int, new_tokens: int
+) -> dict[str, Result | Exception]:
+    """(label, rounds function, rounds) each: a warm-up round each, then the rounds interleaved (round r of
+    every configuration before round r + 1 of any), so drift in the GPU's clocks or the host's load falls
+    on all of them alike; each result is the median of its rounds of fresh prompts. A configuration that
+    fails is reported as its exception, and the others go on."""
+    runs: dict[str, list[Timing] | Exception] = {}
+    for label, fn, _ in configs:
+        try:
+            fn(0)
+            runs[label] = []
+        except Exception as e:  # one broken configuration must not lose the others
+            runs[label] = e
+    for r in range(max(n for _, _, n in configs)):
+        for label, fn, rounds in configs:
+            done = runs[label]
+            if isinstance(done, list) and r < rounds:
+                try:
+                    done.append(fn(r + 1))
+                except Exception as e:
+                    runs[label] = e
+    return {label: done if isinstance(done, Exception) else summarise(label, done, batch, new_tokens)
+            for label, done in runs.items()}  # fmt: skip
+
+
+def summarise(name: str, runs: list[Timing], batch: int, new_tokens: int) -> Result:
     total = statistics.median(r.total_s for r in runs)
     decode = statistics.median(r.decode_s for r in runs)
     steps = statistics.median(r.decode_steps for r in runs)
@@ -292,13 +315,16 @@ def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int
     if hf is not None:
         configs.append(("HF generate", partial(time_hf, hf, prompts, args.new_tokens)))
     results, outputs = [], {}
+    rounds = [args.rounds if label.startswith("ours") else max(1, min(args.rounds, 2)) for label, _ in configs]
+    measured = run_configs(
+        [(label, fn, n) for (label, fn), n in zip(configs, rounds, strict=True)], batch, args.new_tokens
+    )
     for label, fn in configs:
-        rounds = args.rounds if label.startswith("ours") else max(1, min(args.rounds, 2))
-        try:
-            results.append(run_config(label, fn, batch, args.new_tokens, rounds))
-        except Exception as e:  # report and go on: one broken configuration must not lose the others
-            print(f"batch {batch:3d}  {label}: FAILED {e!r}", flush=True)
+        result = measured[label]
+        if isinstance(result, Exception):
+            print(f"batch {batch:3d}  {label}: FAILED {result!r}", flush=True)
             continue
+        results.append(result)
         print_result(results[-1])
         if isinstance(fn, OurRounds):
             outputs[label] = fn.outputs
