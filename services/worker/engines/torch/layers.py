@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +109,8 @@ class Kernels:
     def compiled(cls, sample: Tensor) -> Kernels:
         """Compiled pieces if they compile and agree with eager on `sample` [N, H]; eager ones otherwise."""
         try:
-            compiled = cls(*(torch.compile(f, dynamic=True) for f in (rms_norm, rotary, silu_mul, add_norm)))
+            jit = partial(torch.compile, dynamic=True)
+            compiled = cls(jit(rms_norm), jit(rotary), jit(silu_mul), jit(add_norm))
             ones = torch.ones(sample.shape[-1], dtype=sample.dtype, device=sample.device)
             heads = sample.view(sample.shape[0], -1, 8)
             cos = torch.ones(8, dtype=sample.dtype, device=sample.device)

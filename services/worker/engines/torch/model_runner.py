@@ -300,7 +300,9 @@ class InFlight:
     def launched(
         cls, seqs: list[Sequence], tokens: Tensor, accepted: Tensor | None = None, drafts: Tensor | None = None
     ) -> InFlight:
-        flat = tokens.reshape(-1) if accepted is None else torch.cat([tokens.reshape(-1), accepted, drafts])
+        flat = tokens.reshape(-1)
+        if accepted is not None and drafts is not None:
+            flat = torch.cat([flat, accepted, drafts])
         if flat.device.type != "cuda":  # nothing runs asynchronously: the results are already here
             return cls(seqs, tokens, flat, None, accepted, drafts)
         host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
@@ -316,9 +318,9 @@ class InFlight:
     def rows(self, kept: list[int]) -> InFlight:
         """The device results of the sequences at `kept` (the step ahead's inputs once others dropped out)."""
         index = torch.tensor(kept, dtype=torch.int64).to(self.tokens.device, non_blocking=True)
-        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        accepted, drafts = (None if t is None else t.index_select(0, index) for t in (self.accepted, self.drafts))
         return InFlight(
-            [self.seqs[i] for i in kept], pick(self.tokens), self.host, None, pick(self.accepted), pick(self.drafts)
+            [self.seqs[i] for i in kept], self.tokens.index_select(0, index), self.host, None, accepted, drafts
         )
 
     def results(self) -> list[SeqResult]:
