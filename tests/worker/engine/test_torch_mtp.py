@@ -125,6 +125,20 @@ def test_policy_is_not_fooled_by_one_slow_step() -> None:
     assert choices.count(True) == 2  # only the probes draft
 
 
+def test_policy_does_not_flip_between_even_modes() -> None:
+    """MTP at 1.9 tokens per ~19 ms against plain's 1 per 10 ms: even, so the mode changes only past the margin."""
+    policy = SpecPolicy(min_samples=1, probe_every=1000, window=1)
+    policy.record(8, True, 0.0185)
+    policy.record(8, False, 0.010)
+    policy.acceptance = 0.9
+    choices = []
+    for mtp_ms in (18.5, 19.4, 19.9, 20.4, 18.5, 17.5):  # MTP's emitted tokens/s over plain's: +2.7% ... +8.6%
+        policy.record(8, True, mtp_ms / 1e3)
+        choices.append(policy.should_draft(8))
+    # +2.7% drafts; -2.1% and -4.5% keep drafting; -6.9% switches; +2.7% stays plain; +8.6% switches back.
+    assert choices == [True, True, True, False, False, True]
+
+
 def test_plain_steps_in_an_mtp_engine_keep_greedy_tokens_and_count_no_drafts() -> None:
     prompts = random_prompts(8, SMALL.vocab_size, seed=4)
     plain = outputs(make_core(MODEL, is_mtp=False), greedy_requests(prompts))

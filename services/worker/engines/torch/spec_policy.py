@@ -13,6 +13,10 @@ run, and the minimum would be as wrong the other way (an MTP step's time spreads
 one's: measured on the H200, its minimum was half its typical cost); the window keeps the estimate
 current as contexts grow. Each mode is measured `min_samples` times per bucket before the policy chooses; after that
 the other mode runs once every `probe_every` choices, so its cost and the acceptance stay fresh.
+
+A switch costs more than either mode's step (an overlapped engine drains its step ahead, and the first MTP step after
+plain ones has no draft to verify), so once a bucket has a mode it changes only when the other is `switch_margin`
+better: when the two are even (the tiny model on the H200 at batch 16-64) the choice does not flip on noise.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ class SpecPolicy:
     min_samples: int = 3
     probe_every: int = 32
     smoothing: float = 0.2  # of the acceptance's moving average
+    switch_margin: float = 0.05  # the other mode must emit this much more per second to be switched to
     acceptance: float = 1.0  # optimistic until measured: MTP runs first
     samples: dict[tuple[bool, int], deque[float]] = field(default_factory=dict)  # (is_spec, bucket) -> seconds
+    current: dict[int, bool] = field(default_factory=dict)  # bucket -> the mode chosen last (probes aside)
     num_choices: int = 0
     num_plain_steps: int = 0
     num_spec_steps: int = 0
@@ -52,7 +58,12 @@ class SpecPolicy:
                 self.num_choices += 1
                 spec, plain = self.cost(True, bucket), self.cost(False, bucket)
                 assert spec is not None and plain is not None
-                choice = (1.0 + self.acceptance) / spec >= 1.0 / plain
+                gain = (1.0 + self.acceptance) * plain / spec  # MTP's tokens per second over plain's
+                current = self.current.get(bucket)
+                choice = gain >= 1.0 + (
+                    0.0 if current is None else -self.switch_margin if current else self.switch_margin
+                )
+                self.current[bucket] = choice
                 if self.num_choices % self.probe_every == 0:
                     choice = not choice
         self.num_spec_steps += int(choice)
