@@ -175,19 +175,21 @@ class EngineCore:
         start, num_graphs = time.perf_counter(), self.runner.num_graphs
         seqs, blocks, running = pending.seqs, self.blocks, self.scheduler.running
         live = {id(s) for s in running}  # aborted (or failed) since the launch: its results are dropped
-        kept = [s for s in seqs if id(s) in live and not s.is_finished]
+        kept = [i for i, s in enumerate(seqs) if id(s) in live and not s.is_finished]
         reach = 3 if pending.is_spec else 1  # positions past the newest token the step ahead may write
         self._inflight = None
-        if not self.scheduler.waiting and len(running) == len(kept) and all(map(operator.is_, running, kept)):
+        if (
+            not self.scheduler.waiting
+            and len(running) == len(kept)
+            and all(map(operator.is_, running, (seqs[i] for i in kept)))
+        ):
             # A sequence whose last token `pending` samples drops out of the step ahead.
             rows = [
                 i
-                for i, s in enumerate(seqs)
-                if id(s) in live
-                and not s.is_finished
-                and _device_only(s, ahead=1)
-                and s.num_tokens + reach <= self.cfg.max_context_length
-                and blocks.ensure_slots(s, s.num_tokens + reach)
+                for i in kept
+                if _device_only(seqs[i], ahead=1)
+                and seqs[i].num_tokens + reach <= self.cfg.max_context_length
+                and blocks.ensure_slots(seqs[i], seqs[i].num_tokens + reach)
             ]
             if rows:
                 with torch.inference_mode():

@@ -316,7 +316,8 @@ class InFlight:
         return self.accepted is not None
 
     def rows(self, kept: list[int]) -> InFlight:
-        """The device results of the sequences at `kept` (the step ahead's inputs once others dropped out)."""
+        """The device results of the sequences at `kept`: a step ahead's `prev` once others dropped out (only
+        its device tensors are meant to be read; `results()` belongs to the whole step)."""
         index = torch.tensor(kept, dtype=torch.int64).to(self.tokens.device, non_blocking=True)
         accepted, drafts = (None if t is None else t.index_select(0, index) for t in (self.accepted, self.drafts))
         return InFlight(

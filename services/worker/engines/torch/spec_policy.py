@@ -60,9 +60,8 @@ class SpecPolicy:
                 assert spec is not None and plain is not None
                 gain = (1.0 + self.acceptance) * plain / spec  # MTP's tokens per second over plain's
                 current = self.current.get(bucket)
-                choice = gain >= 1.0 + (
-                    0.0 if current is None else -self.switch_margin if current else self.switch_margin
-                )
+                margin = 0.0 if current is None else self.switch_margin
+                choice = gain >= 1.0 - margin if current else gain >= 1.0 + margin
                 self.current[bucket] = choice
                 if self.num_choices % self.probe_every == 0:
                     choice = not choice
