@@ -90,6 +90,40 @@ def test_query_blocks_launch_only_blocks_that_hold_rows() -> None:
     assert query_blocks([2, 2], 4, torch.bfloat16) == [0, 0, 1, 0]  # verify: 16-row blocks
 
 
+@pytest.mark.parametrize("rows", [1, 2, 5, 16])
+def test_gemv_matches_fp64_linear_on_random_shapes(rows: int) -> None:
+    """The decode GEMVs (FMA for one or two rows, tensor cores up to 16), with and without bias, N and K on
+    and off their tile sizes."""
+    from services.worker.engines.torch.kernels.gemv import GemvConfig, gemv, linear
+
+    gen = torch.Generator().manual_seed(rows)
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    configs = [GemvConfig(dot=True, block_n=32, block_k=256), GemvConfig(dot=True, block_n=16, block_k=128)]
+    if rows <= 2:
+        configs += [GemvConfig(num_warps=2), GemvConfig(block_n=8, block_k=256, reduce_each=True)]
+    for n, k in ((64, 1024), (100, 300), (6144, 4096), (37, 2048 + 8)):
+        x = torch.randn(rows, k, generator=gen).to(DEVICE, dtype)
+        w = (torch.randn(n, k, generator=gen) / k**0.5).to(DEVICE, dtype)
+        b = torch.randn(n, generator=gen).to(DEVICE, dtype)
+        ref = x.double() @ w.double().T
+        for config in configs:
+            for bias in (None, b):
+                got = gemv(x, w, bias, config).double()
+                want = ref if bias is None else ref + bias.double()
+                err = (got - want).abs().max() / want.abs().max()
+                assert err < 1e-2, (
+                    f"relative error {err:.2e} (N {n}, K {k}, rows {rows}, {config}, bias {bias is not None})"
+                )
+        torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=2e-2, atol=2e-2)
+    with pytest.raises(ValueError, match="gemv takes"):
+        gemv(
+            torch.randn(3, 64, device=DEVICE, dtype=dtype),
+            torch.randn(8, 64, device=DEVICE, dtype=dtype),
+            None,
+            GemvConfig(),
+        )
+
+
 def test_rope_and_store_matches_the_exact_layer_path() -> None:
     from services.worker.engines.torch.kernels.paged_attention import rope_and_store
     from services.worker.engines.torch.layers import rotary

@@ -104,13 +104,20 @@ class Kernels:
     rotary: Callable[[Tensor, Tensor, Tensor], Tensor] = rotary
     silu_mul: Callable[[Tensor], Tensor] = silu_mul
     add_norm: Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]] = add_norm
+    linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear
 
     @classmethod
     def compiled(cls, sample: Tensor) -> Kernels:
-        """Compiled pieces if they compile and agree with eager on `sample` [N, H]; eager ones otherwise."""
+        """Compiled pieces if they compile and agree with eager on `sample` [N, H]; eager ones otherwise.
+        On CUDA with Triton the linears of 1-16 rows use the GEMV kernels (`kernels/gemv.py`)."""
         try:
             jit = partial(torch.compile, dynamic=True)
-            compiled = cls(jit(rms_norm), jit(rotary), jit(silu_mul), jit(add_norm))
+            linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear
+            if sample.is_cuda:
+                from services.worker.engines.torch.kernels import gemv
+
+                linear = gemv.linear
+            compiled = cls(jit(rms_norm), jit(rotary), jit(silu_mul), jit(add_norm), linear)
             ones = torch.ones(sample.shape[-1], dtype=sample.dtype, device=sample.device)
             heads = sample.view(sample.shape[0], -1, 8)
             cos = torch.ones(8, dtype=sample.dtype, device=sample.device)
@@ -119,6 +126,7 @@ class Kernels:
                 (compiled.rotary, rotary, (heads, cos, cos)),
                 (compiled.silu_mul, silu_mul, (sample,)),
                 (lambda *a: compiled.add_norm(*a)[1], lambda *a: add_norm(*a)[1], (sample, sample, ones, 1e-6)),
+                (compiled.linear, F.linear, (sample[:1], sample * sample.shape[-1] ** -0.5, None)),
             ):
                 if not torch.allclose(fast(*args), slow(*args), rtol=1e-2, atol=1e-2):
                     raise RuntimeError(f"compiled {slow.__name__} disagrees with eager")
@@ -148,7 +156,7 @@ def layer_forward(
         normed = k.norm(x, w.norm1, w.eps)
     else:
         x, normed = k.add_norm(x, delta, w.norm1, w.eps)
-    qkv = F.linear(normed, w.qkv_weight, w.qkv_bias)  # [N, q + 2 kv]
+    qkv = k.linear(normed, w.qkv_weight, w.qkv_bias)  # [N, q + 2 kv]
     if isinstance(meta, KernelMeta):
         from services.worker.engines.torch.kernels import paged_attention as kernels
 
@@ -161,5 +169,5 @@ def layer_forward(
         qk = k.rotary(qkv[:, : q_dim + kv_dim].view(num_tokens, -1, d), cos, sin_signed)  # [N, Hq + Hkv, D]
         v = qkv[:, q_dim + kv_dim :].view(num_tokens, -1, d)
         out = paged_attention(qk[:, : w.num_q_heads], qk[:, w.num_q_heads :], v, k_cache, v_cache, meta)
-    x, normed = k.add_norm(x, F.linear(out, w.o_weight), w.norm2, w.eps)
-    return x, F.linear(k.silu_mul(F.linear(normed, w.gate_up_weight)), w.down_weight)
+    x, normed = k.add_norm(x, k.linear(out, w.o_weight, None), w.norm2, w.eps)
+    return x, k.linear(k.silu_mul(k.linear(normed, w.gate_up_weight, None)), w.down_weight, None)

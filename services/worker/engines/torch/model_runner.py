@@ -178,7 +178,8 @@ class ModelRunner:
     def logits(self, hidden: Tensor) -> Tensor:
         if self.cpu_lm_head is not None:
             return self.cpu_lm_head(hidden.contiguous())
-        return self.model.compute_logits(hidden)
+        head = self.model.lm_head
+        return self.kernels.linear(hidden, head.weight, head.bias)
 
     def _forward(
         self,
@@ -221,7 +222,8 @@ class ModelRunner:
         cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]
         mtp: MTPLayer = self.model.model.mtp_layers[0]  # type: ignore[assignment]
         embeds = self.model.model.embed_tokens(next_ids).masked_fill((pos == 0)[:, None], 0.0)  # as SGLang/vLLM
-        z = mtp.input_proj(torch.cat([mtp.hidden_layernorm(hidden), mtp.token_layernorm(embeds)], dim=-1))
+        z = torch.cat([mtp.hidden_layernorm(hidden), mtp.token_layernorm(embeds)], dim=-1)
+        z = (kernels or self.kernels).linear(z, mtp.input_proj.weight, mtp.input_proj.bias)
         z, delta = self._layer_forward(len(self.layers), z, None, cos, sin, meta, kernels)
         return mtp.final_layernorm(z if delta is None else z + delta)
 
