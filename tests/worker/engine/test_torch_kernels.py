@@ -58,20 +58,23 @@ def test_kernel_matches_fp64_attention_on_random_ragged_batches(seed: int) -> No
     from services.worker.engines.torch.kernels.paged_attention import paged_attention, query_blocks
 
     gen = torch.Generator().manual_seed(seed)
-    block_size = [1, 4, 16, 32][seed % 4]
-    num_seqs = int(torch.randint(1, 6, (), generator=gen))
+    block_size = [1, 4, 16, 32][(seed + seed // 4) % 4]
+    num_seqs = int(torch.randint(2, 6, (), generator=gen))
     max_ctx = 300 if INTERPRETED else 3000
-    num_ctx = torch.randint(1, max_ctx, (num_seqs,), generator=gen).tolist()
-    kind = seed % 3  # decode, verify (2), prefill/extend (ragged, prefix hits: fewer new tokens than context)
-    num_q = [
-        min(c, 1 if kind == 0 else 2 if kind == 1 else int(torch.randint(1, 90, (), generator=gen))) for c in num_ctx
-    ]
+    num_ctx = torch.randint(100, max_ctx, (num_seqs,), generator=gen).tolist()
+    # decode, verify (2), prefill/extend (ragged, prefix hits: fewer new tokens than context), and a chunk
+    # beside decoding sequences (a mixed step: both of query_blocks' maps)
+    kind = seed % 4
+    chunk = lambda: int(torch.randint(1, 90, (), generator=gen))  # noqa: E731
+    num_q = [[1, 2, chunk(), chunk() if b == 0 else 1][kind] for b in range(num_seqs)]
     q, k_cache, v_cache, tables = build_case(gen, num_seqs, block_size, num_q, num_ctx)
     starts = torch.tensor([0, *torch.tensor(num_q).cumsum(0).tolist()], device=DEVICE)
-    blocks = torch.tensor(query_blocks(num_q, q.shape[1] // k_cache.shape[1], q.dtype), device=DEVICE).view(-1, 2)
+    small, big = query_blocks(num_q, q.shape[1] // k_cache.shape[1], q.dtype)
+    maps = torch.tensor(small + big, device=DEVICE).view(-1, 2)
+    blocks = (maps[: len(small) // 2], maps[len(small) // 2 :])
     ref = reference(q, k_cache, v_cache, tables, num_q, num_ctx, block_size)
     # one split, and many splits merged by log-sum-exp; every sequence given the longest one's query
-    # blocks, and only the blocks that hold rows (ragged steps)
+    # blocks, and only the blocks that hold rows, in one launch per map (ragged steps)
     for num_sms, q_blocks in ((1, None), (132, None), (1, blocks), (132, blocks)):
         out = paged_attention(q, k_cache, v_cache, tables, starts, torch.tensor(num_ctx, device=DEVICE), block_size,
                               max(num_q), num_sms, q_blocks=q_blocks)  # fmt: skip
@@ -85,9 +88,10 @@ def test_kernel_matches_fp64_attention_on_random_ragged_batches(seed: int) -> No
 def test_query_blocks_launch_only_blocks_that_hold_rows() -> None:
     from services.worker.engines.torch.kernels.paged_attention import query_blocks
 
-    # 4 query heads per kv head: a decoding row is 4 rows (one block), a 200-token chunk 800 (7 of 128)
-    assert query_blocks([1, 200, 1], 4, torch.bfloat16) == [0, 0, *[v for b in range(7) for v in (1, b)], 2, 0]
-    assert query_blocks([2, 2], 4, torch.bfloat16) == [0, 0, 1, 0]  # verify: 16-row blocks
+    # 4 query heads per kv head: a decoding row is 4 rows (one 16-row block), a 200-token chunk 800 (7 of 128)
+    assert query_blocks([1, 200, 1], 4, torch.bfloat16) == ([0, 0, 2, 0], [v for b in range(7) for v in (1, b)])
+    assert query_blocks([2, 2], 4, torch.bfloat16) == ([0, 0, 1, 0], [])  # verify: 16-row blocks
+    assert query_blocks([5, 1], 4, torch.bfloat16) == ([1, 0], [0, 0])  # 20 rows: one 128-row block
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5, 16])

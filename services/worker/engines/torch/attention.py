@@ -29,7 +29,7 @@ class StepTensors:
     use_graph: bool = False  # padded to a CUDA-graph shape (uniform decode or verify)
     query_start: Tensor | None = None  # [B+1] kernel path, ragged steps: sequence b's rows start..end (else uniform)
     max_query_len: int = 1  # new tokens of the longest sequence (the kernel's launch shape)
-    q_blocks: Tensor | None = None  # [P, 2] kernel path, ragged steps: the (sequence, query block) programs
+    q_blocks: tuple[Tensor, Tensor] | None = None  # kernel path, ragged steps: the programs (`query_blocks`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class KernelMeta:
     block_size: int
     max_query_len: int
     num_sms: int
-    q_blocks: Tensor | None = None
+    q_blocks: tuple[Tensor, Tensor] | None = None
 
 
 def kernel_meta(step: StepTensors, block_size: int, num_sms: int) -> KernelMeta:

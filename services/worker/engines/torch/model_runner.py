@@ -134,10 +134,11 @@ class ModelRunner:
         if self.use_kernels:  # ragged rows need only their starts, and the programs that hold rows
             from services.worker.engines.torch.kernels.paged_attention import query_blocks
 
-            blocks = query_blocks(lengths, self.num_q_per_kv, self.dtype)
-            packed = torch.tensor([0, *itertools.accumulate(lengths), *blocks], dtype=torch.int32)
+            small, big = query_blocks(lengths, self.num_q_per_kv, self.dtype)
+            packed = torch.tensor([0, *itertools.accumulate(lengths), *small, *big], dtype=torch.int32)
             packed = packed.to(self.device, non_blocking=True)
-            query_start, q_blocks = packed[: num_seqs + 1], packed[num_seqs + 1 :].view(-1, 2)
+            query_start, maps = packed[: num_seqs + 1], packed[num_seqs + 1 :].view(-1, 2)
+            q_blocks = (maps[: len(small) // 2], maps[len(small) // 2 :])
             return StepTensors(
                 flat[0], flat[1], flat[2], block_tables, query_start=query_start, max_query_len=num_q, q_blocks=q_blocks
             )
@@ -191,7 +192,7 @@ class ModelRunner:
         unpad: Tensor | None = None,
         query_start: Tensor | None = None,
         max_query_len: int = 1,
-        q_blocks: Tensor | None = None,
+        q_blocks: tuple[Tensor, Tensor] | None = None,
         kernels: Kernels | None = None,
     ) -> Tensor:
         meta = self._meta(StepTensors(ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len, q_blocks))
@@ -212,7 +213,7 @@ class ModelRunner:
         unpad: Tensor | None = None,
         query_start: Tensor | None = None,
         max_query_len: int = 1,
-        q_blocks: Tensor | None = None,
+        q_blocks: tuple[Tensor, Tensor] | None = None,
         kernels: Kernels | None = None,
     ) -> Tensor:
         assert self.mtp_layer is not None

@@ -11,7 +11,7 @@ results by their log-sum-exp. Shapes come only from tensor shapes, so it can be 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -40,10 +40,13 @@ class Tiles:
 
     block_m: int = 128
     block_n: int = 64
-    num_warps: int = 8
-    num_stages: int = 3
+    num_warps: int = 4
+    num_stages: int = 4
 
 
+# The H200's best of `python -m bench.attention --sweep` (bench/ENGINE_NOTES.md), with and without 32
+# decoding rows beside a 512-token chunk at 4K and 8K context: 262 / 318 TFLOP/s alone; 8 warps, 3 stages
+# (the tile before) took 193 / 321 us beside the decode rows against 158 / 240 us.
 PREFILL_TILES = Tiles()
 FP32_TILES = Tiles(64, 64, 4, 2)  # fp32 tiles of the default shape would not fit in shared memory
 
@@ -57,14 +60,23 @@ def rows_per_block(max_q_len: int, rep: int, tiles: Tiles) -> int:
     return 16 if max_q_len * rep <= 16 else tiles.block_m
 
 
-def query_blocks(query_lens: Sequence[int], rep: int, dtype: torch.dtype) -> list[int]:
-    """A ragged step's programs: flat (sequence, query block) pairs, only blocks that hold query rows.
+def query_blocks(query_lens: Sequence[int], rep: int, dtype: torch.dtype) -> tuple[list[int], list[int]]:
+    """A ragged step's programs as two maps of flat (sequence, query block) pairs, only blocks that hold rows:
+    the sequences whose rows fit one 16-row block (decoding, verifying), then the others' prefill-tile blocks.
 
-    Without it every sequence gets as many blocks as the longest one, so a decoding sequence beside a
-    long prompt chunk would launch hundreds of empty programs per layer.
+    With one map for all, every sequence gets the longest one's rows per block and block count: a decoding
+    sequence beside a long prompt chunk would run 128-row tiles for its 4 rows, or hundreds of empty programs.
     """
-    block_m = rows_per_block(max(query_lens), rep, tiles_for(dtype))
-    return [v for b, n in enumerate(query_lens) for block in range(-(-n * rep // block_m)) for v in (b, block)]
+    block_m = tiles_for(dtype).block_m
+    small = [v for b, n in enumerate(query_lens) if n * rep <= 16 for v in (b, 0)]
+    big = [
+        v
+        for b, n in enumerate(query_lens)
+        if n * rep > 16
+        for block in range(-(-n * rep // block_m))
+        for v in (b, block)
+    ]
+    return small, big
 
 
 def plan(
@@ -94,6 +106,52 @@ def plan(
     num_splits = triton.cdiv(max_context, split_tokens)
     warps, stages = (4, 2) if is_decode else (tiles.num_warps, tiles.num_stages)
     return Plan(block_m, block_n, num_splits, split_tokens, num_q_blocks, warps, stages)
+
+
+@triton.jit
+def _attend_tile(
+    q, acc, m_i, l_i, k_ptr, v_ptr, table_ptr, head_offset, stride_kn, start, hi, q_pos, scale_log2,
+    BS: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr, MASKED: tl.constexpr,
+):  # fmt: skip
+    """One tile of keys [start, start + BLOCK_N) into the running softmax (m_i, l_i) and output acc.
+    MASKED: the tile may hold keys past `hi` or past some row's position (causal); else all are visible."""
+    keys = start + tl.arange(0, BLOCK_N)
+    dims = tl.arange(0, D)
+    key_ok = keys < hi
+    if MASKED:  # noqa: SIM108 (constexpr branch)
+        block = tl.load(table_ptr + keys // BS, mask=key_ok, other=0)
+    else:
+        block = tl.load(table_ptr + keys // BS)
+    slots = (block.to(tl.int64) * BS + keys % BS) * stride_kn + head_offset
+    if MASKED:
+        k = tl.load(k_ptr + slots[:, None] + dims[None, :], mask=key_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_ptr + slots[:, None] + dims[None, :])
+    if IEEE:  # noqa: SIM108 (constexpr branch)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    if MASKED:
+        allowed = (keys[None, :] <= q_pos[:, None]) & key_ok[None, :]
+        s = tl.where(allowed, s * scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        s = s * scale_log2
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = m_new
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if MASKED:
+        v = tl.load(v_ptr + slots[:, None] + dims[None, :], mask=key_ok[:, None], other=0.0)
+    else:
+        v = tl.load(v_ptr + slots[:, None] + dims[None, :])
+    if IEEE:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
 
 
 @triton.jit(do_not_specialize=["NUM_Q_BLOCKS", "SPLIT_TOKENS"])
@@ -134,29 +192,20 @@ def _attn_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
-    for start in range(lo, hi, BLOCK_N):
-        keys = start + tl.arange(0, BLOCK_N)
-        key_ok = keys < hi
-        block = tl.load(tables_ptr + seq * stride_tb + keys // BS, mask=key_ok, other=0)
-        slots = (block.to(tl.int64) * BS + keys % BS) * stride_kn + kv_head * stride_kh
-        k = tl.load(k_ptr + slots[:, None] + dims[None, :], mask=key_ok[:, None], other=0.0)
-        if IEEE:  # noqa: SIM108 (constexpr branch)
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        allowed = (keys[None, :] <= q_pos[:, None]) & key_ok[None, :]
-        s = tl.where(allowed, s * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + slots[:, None] + dims[None, :], mask=key_ok[:, None], other=0.0)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+    # Keys up to the block's first token are visible to all its rows: whole tiles of them need no mask.
+    first_tok = q_block * BLOCK_M // REP
+    mid = tl.maximum(tl.minimum(hi, seq_len - q_len + first_tok + 1), lo)
+    mid = lo + (mid - lo) // BLOCK_N * BLOCK_N
+    for start in range(lo, mid, BLOCK_N):
+        acc, m_i, l_i = _attend_tile(
+            q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr + seq * stride_tb, kv_head * stride_kh, stride_kn,
+            start, hi, q_pos, scale_log2, BS, D, BLOCK_N, IEEE, MASKED=False,
+        )  # fmt: skip
+    for start in range(mid, hi, BLOCK_N):
+        acc, m_i, l_i = _attend_tile(
+            q, acc, m_i, l_i, k_ptr, v_ptr, tables_ptr + seq * stride_tb, kv_head * stride_kh, stride_kn,
+            start, hi, q_pos, scale_log2, BS, D, BLOCK_N, IEEE, MASKED=True,
+        )  # fmt: skip
     n_row = q_begin + tok
     if IS_SPLIT:
         part = part_ptr + split * stride_ps + n_row[:, None] * stride_pn + head[:, None] * D + dims[None, :]
@@ -202,22 +251,55 @@ def paged_attention(
     max_q_len: int,
     num_sms: int,
     tiles: Tiles | None = None,
-    q_blocks: Tensor | None = None,
+    q_blocks: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """q [N, Hq, D] (new tokens, flat by sequence); caches [slots, Hkv, D] already hold the new k, v.
 
     query_start [B+1] int: sequence b's queries are rows query_start[b]..query_start[b+1]-1, the
     last positions of its context of seq_lens[b] tokens. Returns [N, Hq * D] in q's dtype.
-    q_blocks [P, 2] int (`query_blocks`, ragged steps): launch only the P blocks that hold query rows.
+    q_blocks (ragged steps, `query_blocks`): the [P, 2] maps of the 16-row programs and of the prefill
+    tile's; each is one launch, and only blocks that hold query rows run.
     """
+    out = torch.empty(q.shape[0], q.shape[1] * q.shape[2], dtype=q.dtype, device=q.device)
+    tiles = tiles or tiles_for(q.dtype)
+    args = (q, k_cache, v_cache, out, block_tables, query_start, seq_lens, block_size, num_sms, tiles)
+    if q_blocks is None:
+        _launch(*args, max_q_len, None, can_split=True)
+        return out
+    small, big = q_blocks
+    if big.shape[0]:
+        _launch(*args, max_q_len, big, can_split=True)
+    if small.shape[0]:
+        # After the prefill blocks: their merge (if split) writes every row, these rows included.
+        _launch(*args, 1, small, can_split=not big.shape[0])
+    return out
+
+
+def _launch(
+    q: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    out: Tensor,
+    block_tables: Tensor,
+    query_start: Tensor,
+    seq_lens: Tensor,
+    block_size: int,
+    num_sms: int,
+    tiles: Tiles,
+    max_q_len: int,
+    q_map: Tensor | None,
+    can_split: bool,
+) -> None:
+    """One launch of the kernel over all sequences' blocks, or over the blocks of `q_map` only."""
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[1]
     rep = num_q_heads // num_kv_heads
     num_seqs = block_tables.shape[0]
-    tiles = tiles or tiles_for(q.dtype)
-    num_mapped = None if q_blocks is None else q_blocks.shape[0]
-    p = plan(num_seqs, num_kv_heads, rep, max_q_len, block_tables.shape[1] * block_size, num_sms, tiles, num_mapped)
-    out = torch.empty(num_tokens, num_q_heads * head_dim, dtype=q.dtype, device=q.device)
+    num_mapped = None if q_map is None else q_map.shape[0]
+    max_context = block_tables.shape[1] * block_size
+    p = plan(num_seqs, num_kv_heads, rep, max_q_len, max_context, num_sms, tiles, num_mapped)
+    if not can_split:
+        p = replace(p, num_splits=1, split_tokens=triton.cdiv(max_context, p.block_n) * p.block_n)
     is_split = p.num_splits > 1
     if is_split:
         part = torch.empty(p.num_splits, num_tokens, num_q_heads * head_dim, dtype=torch.float32, device=q.device)
@@ -228,12 +310,12 @@ def paged_attention(
     grid = (num_seqs * p.num_q_blocks if num_mapped is None else num_mapped, num_kv_heads, p.num_splits)
     _attn_kernel[grid](
         q, k_cache, v_cache, out, part, lse, block_tables, query_start, seq_lens,
-        query_start if q_blocks is None else q_blocks,
+        query_start if q_map is None else q_map,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_tables.stride(0), out.stride(0),
         part.stride(0), part.stride(1), lse.stride(0), lse.stride(1),
         scale_log2, p.num_q_blocks, p.split_tokens,
         REP=rep, BS=block_size, D=head_dim, BLOCK_M=p.block_m, BLOCK_N=p.block_n,
-        IS_SPLIT=is_split, IEEE=q.dtype == torch.float32, HAS_MAP=q_blocks is not None,
+        IS_SPLIT=is_split, IEEE=q.dtype == torch.float32, HAS_MAP=q_map is not None,
         num_warps=p.num_warps, num_stages=p.num_stages,
     )  # fmt: skip
     if is_split:
@@ -241,7 +323,6 @@ def paged_attention(
             part, lse, out, part.stride(0), part.stride(1), lse.stride(0), lse.stride(1), out.stride(0), p.num_splits,
             SPLITS_P2=triton.next_power_of_2(p.num_splits), D=head_dim, num_warps=2,
         )  # fmt: skip
-    return out
 
 
 @triton.jit
