@@ -73,6 +73,7 @@ class EngineCore:
         is_cuda = self.runner.device.type == "cuda"
         self.is_overlap = is_cuda if cfg.overlap_decode is None else cfg.overlap_decode
         self._choice: bool | None = None  # an MTP-or-plain choice made for a step that could not overlap
+        self._last_decode: float | None = None  # when the last decode step's results were read (MTP timing)
 
     @property
     def capacity_tokens(self) -> int:
@@ -135,15 +136,15 @@ class EngineCore:
         """Schedule, run one forward (prefill or decode) and turn the results into chunks."""
         if self._inflight is not None:
             return self._overlap(self._inflight)
-        start = time.perf_counter()
         batch = self.scheduler.schedule()
         if batch is None:
+            self._last_decode = None  # idle: the next step's period would count the wait
             return []
         if self.is_overlap and not batch.is_prefill and all(map(_device_only, batch.seqs)):
             with torch.inference_mode():
                 pending = self._launch(batch.seqs, None)
             if pending is not None:
-                return self._overlap(pending, is_timed=False)
+                return self._overlap(pending)
         num_graphs, drafted, acceptance = self.runner.num_graphs, False, None
         with torch.inference_mode():
             if not self.is_mtp:
@@ -161,18 +162,19 @@ class EngineCore:
                 out.append((seq.request_id, self._apply(seq, res, is_spec)))
         self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
         self.blocks.publish_events()  # this step's KV events, one batch
-        if is_spec and self.runner.num_graphs == num_graphs:  # the whole step's cost; a capture is none
-            bucket = batch_bucket(len(batch.seqs))
-            self.runner.spec_policy.record(bucket, drafted, time.perf_counter() - start, acceptance)
+        if is_spec:
+            self._time_decode(len(batch.seqs), drafted, acceptance, self.runner.num_graphs == num_graphs)
+        else:
+            self._last_decode = None
         return out
 
-    def _overlap(self, pending: InFlight, is_timed: bool = True) -> list[RequestOutput]:
+    def _overlap(self, pending: InFlight) -> list[RequestOutput]:
         """Launch the next decode step on `pending`'s results (still on the device), then read `pending`:
         the host's bookkeeping and the next step's preparation run while the GPU computes. A step ahead
         is launched while nothing waits to be admitted, for the sequences still running (one that
         finished or was aborted since `pending` was launched drops out); a sequence that stops on
         `pending`'s tokens wastes its row of the step ahead, nothing else."""
-        start, num_graphs = time.perf_counter(), self.runner.num_graphs
+        num_graphs = self.runner.num_graphs
         seqs, blocks, running = pending.seqs, self.blocks, self.scheduler.running
         live = {id(s) for s in running}  # aborted (or failed) since the launch: its results are dropped
         kept = [i for i, s in enumerate(seqs) if id(s) in live and not s.is_finished]
@@ -203,11 +205,20 @@ class EngineCore:
         ]
         self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
         self.blocks.publish_events()
-        if self.is_mtp and is_timed and self.runner.num_graphs == num_graphs:  # one step's period
+        if self.is_mtp:
             acceptance = statistics.fmean(r.num_accepted for r in results) if pending.is_spec else None
-            bucket = batch_bucket(len(seqs))
-            self.runner.spec_policy.record(bucket, pending.is_spec, time.perf_counter() - start, acceptance)
+            self._time_decode(len(seqs), pending.is_spec, acceptance, self.runner.num_graphs == num_graphs)
         return out
+
+    def _time_decode(self, num_seqs: int, is_spec: bool, acceptance: float | None, is_timed: bool) -> None:
+        """Give the MTP policy a decode step's cost: the time since the last decode step's results were read.
+        That period is the step's whole share of the engine's time, overlapped or not (the host's work before
+        and after the forward, the engine loop's, the GPU's not hidden under them); a step after a prefill,
+        an idle spell or a graph capture is not timed."""
+        now = time.perf_counter()
+        seconds = now - self._last_decode if is_timed and self._last_decode is not None else None
+        self.runner.spec_policy.record(batch_bucket(num_seqs), is_spec, seconds, acceptance)
+        self._last_decode = now
 
     def _launch(self, seqs: list[Sequence], prev: InFlight | None) -> InFlight | None:
         """The next decode step, launched without reading `prev`; None when it needs the host (sampled MTP

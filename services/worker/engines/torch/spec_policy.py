@@ -1,11 +1,13 @@
 """Per-step choice between an MTP step (draft + 2-token verify) and a plain decode step, from measured costs.
 
 An MTP step emits 1 + a tokens per sequence (a: the measured acceptance) and costs t_spec; a plain
-step emits 1 and costs t_plain. Drafting pays when (1 + a) / t_spec >= 1 / t_plain. Both costs are
-wall times of whole warm engine steps (scheduling, forward, sampling and the per-token bookkeeping,
-which an MTP step does twice; no graph captured in them), kept per batch-size bucket, so the choice
-follows the batch size: a host-bound small model at a large batch stops drafting, MiMo-7B at batch 1
-keeps drafting.
+step emits 1 and costs t_plain. Drafting pays when (1 + a) / t_spec >= 1 / t_plain. A step's cost is
+the engine's time from the previous decode step's results to its own (scheduling, forward, sampling,
+the per-token bookkeeping an MTP step does twice, the engine loop; with overlapped decode, whichever of
+the host's and the GPU's work is longer), kept per batch-size bucket, so the choice follows the batch
+size: a host-bound small model at a large batch stops drafting, MiMo-7B at batch 1 keeps drafting.
+(Timing each step from its own start instead missed the engine loop and, overlapped, read ~0.05 ms
+for a step whose results were already on the host.)
 
 A step's cost is the median of its mode's last `window` warm steps in that bucket: one slow sample
 (another process, a collection, a first run of a shape) must not decide the mode for the rest of the
@@ -69,9 +71,10 @@ class SpecPolicy:
         self.num_plain_steps += int(not choice)
         return choice
 
-    def record(self, bucket: int, is_spec: bool, seconds: float, acceptance: float | None = None) -> None:
-        """A warm step's wall time; with MTP, also the fraction of drafts accepted in it."""
-        self.samples.setdefault((is_spec, bucket), deque(maxlen=self.window)).append(seconds)
+    def record(self, bucket: int, is_spec: bool, seconds: float | None, acceptance: float | None = None) -> None:
+        """A warm step's cost (None: not timed); with MTP, also the fraction of drafts accepted in it."""
+        if seconds is not None:
+            self.samples.setdefault((is_spec, bucket), deque(maxlen=self.window)).append(seconds)
         if acceptance is not None:
             self.acceptance += self.smoothing * (acceptance - self.acceptance)
 
