@@ -136,3 +136,21 @@ def test_the_step_ahead_continues_for_the_others_when_a_stream_finishes(is_mtp: 
             assert core._inflight is not None, "the overlap stopped when one stream finished"
     assert finished_while_others_ran >= 3
     assert {(rid, 0): toks for rid, toks in got.items()} == {k: v[0] for k, v in reference.items()}
+
+
+def test_mtp_policy_times_each_overlapped_step_by_one_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cost the MTP policy records holds one step's forward. Each forward here takes at least 5 ms (a
+    sleep), so no sample may be shorter: before, a drained step (read with nothing launched in its period)
+    was recorded at ~0.2 ms, and an overlapped host-bound step at its launch's neighbour's cost."""
+    import time
+
+    core = engine(True, True)
+    core.runner.spec_policy.probe_every = 3  # switch often: drains and the non-overlapped step after them
+    forward = core.runner.forward
+    monkeypatch.setattr(core.runner, "forward", lambda *a, **kw: (time.sleep(0.005), forward(*a, **kw))[1])
+    prompts = random_prompts(4, SMALL.vocab_size, seed=5)
+    run_all(core, [GenerateInput(f"r{i}", tuple(p), greedy(40)) for i, p in enumerate(prompts)])
+    samples = core.runner.spec_policy.samples
+    assert {is_spec for is_spec, _ in samples} == {True, False}  # both modes were timed
+    shortest = min(min(v) for v in samples.values())
+    assert shortest >= 0.005, f"a recorded step cost of {shortest * 1e3:.2f} ms holds no forward"

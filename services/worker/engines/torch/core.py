@@ -144,7 +144,7 @@ class EngineCore:
             with torch.inference_mode():
                 pending = self._launch(batch.seqs, None)
             if pending is not None:
-                return self._overlap(pending)
+                return self._overlap(pending, is_timed=False)
         num_graphs, drafted, acceptance = self.runner.num_graphs, False, None
         with torch.inference_mode():
             if not self.is_mtp:
@@ -168,7 +168,7 @@ class EngineCore:
             self._last_decode = None
         return out
 
-    def _overlap(self, pending: InFlight) -> list[RequestOutput]:
+    def _overlap(self, pending: InFlight, is_timed: bool = True) -> list[RequestOutput]:
         """Launch the next decode step on `pending`'s results (still on the device), then read `pending`:
         the host's bookkeeping and the next step's preparation run while the GPU computes. A step ahead
         is launched while nothing waits to be admitted, for the sequences still running (one that
@@ -207,14 +207,19 @@ class EngineCore:
         self.blocks.publish_events()
         if self.is_mtp:
             acceptance = statistics.fmean(r.num_accepted for r in results) if pending.is_spec else None
-            self._time_decode(len(seqs), pending.is_spec, acceptance, self.runner.num_graphs == num_graphs)
+            # Timed only in a steady run of one mode: a host-bound step's cost is its launch, made in the
+            # period before the one that reads it, so a period with no launch (a drain), a launch of the
+            # other mode, or two launches (`pending` launched by `step` just now) is no step's cost.
+            ahead = self._inflight
+            is_timed = is_timed and ahead is not None and ahead.is_spec == pending.is_spec
+            self._time_decode(len(seqs), pending.is_spec, acceptance, is_timed and self.runner.num_graphs == num_graphs)
         return out
 
     def _time_decode(self, num_seqs: int, is_spec: bool, acceptance: float | None, is_timed: bool) -> None:
         """Give the MTP policy a decode step's cost: the time since the last decode step's results were read.
         That period is the step's whole share of the engine's time, overlapped or not (the host's work before
         and after the forward, the engine loop's, the GPU's not hidden under them); a step after a prefill,
-        an idle spell or a graph capture is not timed."""
+        an idle spell or a graph capture is not timed, nor (`is_timed` False) one outside a steady run."""
         now = time.perf_counter()
         seconds = now - self._last_decode if is_timed and self._last_decode is not None else None
         self.runner.spec_policy.record(batch_bucket(num_seqs), is_spec, seconds, acceptance)
