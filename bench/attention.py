@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 def cuda_seconds(fn: Callable[[], object], reps: int) -> float:
+    """Seconds per call of `fn` on the GPU: one warm call, then `reps` back to back between two events."""
     fn()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()

@@ -26,7 +26,6 @@ class GemvConfig:
     block_k: int = 1024
     num_warps: int = 4
     num_stages: int = 3
-    reduce_each: bool = False  # reduce each K tile into [block_n] sums (fewer registers) instead of once at the end
     dot: bool = False  # tensor cores: the rows padded to a 16-row tile, x W^T tile by tile (any rows <= 16)
 
 
@@ -64,17 +63,12 @@ def _gemv_kernel(
     EVEN: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    REDUCE_EACH: tl.constexpr,
 ):
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     w_ptrs = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]
-    if REDUCE_EACH:
-        acc0 = tl.zeros((BLOCK_N,), tl.float32)
-        acc1 = tl.zeros((BLOCK_N,), tl.float32)
-    else:
-        acc0 = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
-        acc1 = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+    acc0 = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+    acc1 = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
     for k in range(0, K, BLOCK_K):
         if EVEN:
             w = tl.load(w_ptrs, eviction_policy="evict_first").to(tl.float32)
@@ -84,27 +78,21 @@ def _gemv_kernel(
             w = tl.load(w_ptrs, mask=(rn[:, None] < N) & in_k[None, :], other=0.0, eviction_policy="evict_first")
             w = w.to(tl.float32)
             x0 = tl.load(x_ptr + k + rk, mask=in_k, other=0.0).to(tl.float32)
-        if REDUCE_EACH:
-            acc0 += tl.sum(w * x0[None, :], axis=1)
-        else:
-            acc0 += w * x0[None, :]
+        acc0 += w * x0[None, :]
         if ROWS == 2:
             if EVEN:
                 x1 = tl.load(x_ptr + stride_x + k + rk).to(tl.float32)
             else:
                 x1 = tl.load(x_ptr + stride_x + k + rk, mask=in_k, other=0.0).to(tl.float32)
-            if REDUCE_EACH:
-                acc1 += tl.sum(w * x1[None, :], axis=1)
-            else:
-                acc1 += w * x1[None, :]
+            acc1 += w * x1[None, :]
         w_ptrs += BLOCK_K
-    y0 = acc0 if REDUCE_EACH else tl.sum(acc0, axis=1)
+    y0 = tl.sum(acc0, axis=1)
     if HAS_BIAS:
         bias = tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
         y0 += bias
     tl.store(y_ptr + rn, y0.to(y_ptr.dtype.element_ty), mask=rn < N)
     if ROWS == 2:
-        y1 = acc1 if REDUCE_EACH else tl.sum(acc1, axis=1)
+        y1 = tl.sum(acc1, axis=1)
         if HAS_BIAS:
             y1 += bias
         tl.store(y_ptr + stride_y + rn, y1.to(y_ptr.dtype.element_ty), mask=rn < N)
@@ -181,7 +169,7 @@ def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, config: GemvConf
     _gemv_kernel[grid](
         x, weight, b, y, n, k, x.stride(0), weight.stride(0), y.stride(0),
         ROWS=rows, HAS_BIAS=bias is not None, EVEN=even, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
-        REDUCE_EACH=c.reduce_each, num_warps=c.num_warps, num_stages=c.num_stages,
+        num_warps=c.num_warps, num_stages=c.num_stages,
     )  # fmt: skip
     return y
 

@@ -11,7 +11,7 @@ results by their log-sum-exp. Shapes come only from tensor shapes, so it can be 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -55,9 +55,12 @@ def tiles_for(dtype: torch.dtype) -> Tiles:
     return FP32_TILES if dtype == torch.float32 else PREFILL_TILES
 
 
+DECODE_ROWS = 16  # query rows per program of decode and verify (a sequence's new tokens x heads per kv head)
+
+
 def rows_per_block(max_q_len: int, rep: int, tiles: Tiles) -> int:
     """Query rows per program: 16 for decode and verify, the prefill tile's otherwise."""
-    return 16 if max_q_len * rep <= 16 else tiles.block_m
+    return DECODE_ROWS if max_q_len * rep <= DECODE_ROWS else tiles.block_m
 
 
 def query_blocks(query_lens: Sequence[int], rep: int, dtype: torch.dtype) -> tuple[list[int], list[int]]:
@@ -68,11 +71,11 @@ def query_blocks(query_lens: Sequence[int], rep: int, dtype: torch.dtype) -> tup
     sequence beside a long prompt chunk would run 128-row tiles for its 4 rows, or hundreds of empty programs.
     """
     block_m = tiles_for(dtype).block_m
-    small = [v for b, n in enumerate(query_lens) if n * rep <= 16 for v in (b, 0)]
+    small = [v for b, n in enumerate(query_lens) if n * rep <= DECODE_ROWS for v in (b, 0)]
     big = [
         v
         for b, n in enumerate(query_lens)
-        if n * rep > 16
+        if n * rep > DECODE_ROWS
         for block in range(-(-n * rep // block_m))
         for v in (b, block)
     ]
@@ -88,17 +91,21 @@ def plan(
     num_sms: int,
     tiles: Tiles,
     num_mapped: int | None = None,
+    can_split: bool = True,
 ) -> Plan:
     """Decode/verify: 16 query rows and enough splits to fill the GPU. Prefill/extend: `tiles`, and the
     context split in up to 16 pieces of >= 1,024 keys while the programs number under 8 per SM (a short
-    chunk against a long context: few programs, each a long loop). `num_mapped`: programs of a query map."""
+    chunk against a long context: few programs, each a long loop). `num_mapped`: programs of a query map;
+    not `can_split`: one split (a launch whose rows another launch's merge would overwrite)."""
     block_m = rows_per_block(max_q_len, rep, tiles)
-    is_decode = block_m == 16
+    is_decode = block_m == DECODE_ROWS
     block_n = 64 if is_decode else tiles.block_n
     num_q_blocks = triton.cdiv(max_q_len * rep, block_m)
     programs = num_kv_heads * (num_seqs * num_q_blocks if num_mapped is None else num_mapped)
     max_splits = triton.cdiv(max_context, block_n)
-    if is_decode:
+    if not can_split:
+        num_splits = 1
+    elif is_decode:
         num_splits = max(1, min(max_splits, triton.cdiv(2 * num_sms, programs), 64))
     else:
         num_splits = max(1, min(triton.cdiv(max_context, 1024), 8 * num_sms // programs, 16))
@@ -297,9 +304,7 @@ def _launch(
     num_seqs = block_tables.shape[0]
     num_mapped = None if q_map is None else q_map.shape[0]
     max_context = block_tables.shape[1] * block_size
-    p = plan(num_seqs, num_kv_heads, rep, max_q_len, max_context, num_sms, tiles, num_mapped)
-    if not can_split:
-        p = replace(p, num_splits=1, split_tokens=triton.cdiv(max_context, p.block_n) * p.block_n)
+    p = plan(num_seqs, num_kv_heads, rep, max_q_len, max_context, num_sms, tiles, num_mapped, can_split)
     is_split = p.num_splits > 1
     if is_split:
         part = torch.empty(p.num_splits, num_tokens, num_q_heads * head_dim, dtype=torch.float32, device=q.device)
