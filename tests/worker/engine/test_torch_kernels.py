@@ -1,6 +1,7 @@
 """The Triton paged-attention kernels against the exact PyTorch path: random shapes, block sizes, ragged lengths.
 
-Runs on CUDA, or on the CPU under Triton's interpreter (TRITON_INTERPRET=1 with triton installed);
+Runs on CUDA, or on the CPU under Triton's interpreter (TRITON_INTERPRET=1 with triton installed; Triton 3.6's
+interpreter needs numpy < 2.4, whose int() of a one-element array it relies on);
 skipped where neither is available (CI has no Triton: there the exact path is the engine's only one).
 """
 
