@@ -129,6 +129,25 @@ def test_gemv_matches_fp64_linear_on_random_shapes(rows: int) -> None:
         )
 
 
+def test_rowwise_gemv_gives_each_row_the_same_bits_whatever_the_other_rows() -> None:
+    """An MTP model's linears (`rowwise`): verify's two rows at batch 1 must each be bitwise what plain
+    decode's one row gives, or greedy MTP on and off part where logits nearly tie (up to 16 rows)."""
+    from services.worker.engines.torch.kernels.gemv import config_for, gemv
+
+    gen = torch.Generator().manual_seed(7)
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    for n, k in ((6144, 4096), (100, 300)):
+        w = (torch.randn(n, k, generator=gen) / k**0.5).to(DEVICE, dtype)
+        x = torch.randn(16, k, generator=gen).to(DEVICE, dtype)
+        alone = [gemv(x[i : i + 1], w, config=config_for(n, k, 1, rowwise=True))[0] for i in range(16)]
+        for rows in (2, 5, 16):
+            together = gemv(x[:rows], w, config=config_for(n, k, rows, rowwise=True))
+            for i in range(rows):
+                assert torch.equal(together[i], alone[i]), (
+                    f"row {i} of {rows} differs from its row alone (N {n}, K {k})"
+                )
+
+
 def test_rope_and_store_matches_the_exact_layer_path() -> None:
     from services.worker.engines.torch.kernels.paged_attention import rope_and_store
     from services.worker.engines.torch.layers import rotary

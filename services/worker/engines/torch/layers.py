@@ -107,16 +107,17 @@ class Kernels:
     linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear
 
     @classmethod
-    def compiled(cls, sample: Tensor) -> Kernels:
+    def compiled(cls, sample: Tensor, rowwise: bool = False) -> Kernels:
         """Compiled pieces if they compile and agree with eager on `sample` [N, H]; eager ones otherwise.
-        On CUDA with Triton the linears of 1-16 rows use the GEMV kernels (`kernels/gemv.py`)."""
+        On CUDA with Triton the linears of 1-16 rows use the GEMV kernels (`kernels/gemv.py`), `rowwise`
+        for an MTP model (each row's result the same whatever the other rows)."""
         try:
             jit = partial(torch.compile, dynamic=True)
             linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear
             if sample.is_cuda:
                 from services.worker.engines.torch.kernels import gemv
 
-                linear = gemv.linear
+                linear = partial(gemv.linear, rowwise=rowwise)
             compiled = cls(jit(rms_norm), jit(rotary), jit(silu_mul), jit(add_norm), linear)
             ones = torch.ones(sample.shape[-1], dtype=sample.dtype, device=sample.device)
             heads = sample.view(sample.shape[0], -1, 8)

@@ -83,7 +83,7 @@ class ModelRunner:
         self.num_q_per_kv = cfg.num_attention_heads // cfg.num_key_value_heads
         is_cuda = self.device.type == "cuda"
         sample = torch.randn(4, cfg.hidden_size, dtype=self.dtype, device=self.device)
-        self.kernels = Kernels.compiled(sample) if compile_kernels and is_cuda else Kernels()
+        self.kernels = Kernels.compiled(sample, rowwise=self.has_mtp) if compile_kernels and is_cuda else Kernels()
         # Steps that run outside a graph (prefill, mixed, ragged) use the plain ATen pieces: a compiled
         # region costs ~50 us of guard checks per call on the host, which bound those steps (bench/ENGINE_NOTES.md).
         self.eager = Kernels()

@@ -29,14 +29,18 @@ class GemvConfig:
     dot: bool = False  # tensor cores: the rows padded to a 16-row tile, x W^T tile by tile (any rows <= 16)
 
 
-def config_for(n: int, k: int, rows: int) -> GemvConfig | None:
+def config_for(n: int, k: int, rows: int, rowwise: bool = False) -> GemvConfig | None:
     """The kernel for a weight [N, K] at `rows` rows, from the H200's `python -m bench.gemv --sweep`
     (bench/ENGINE_NOTES.md); None past 16 rows, where cuBLAS reads the weight once for all of them.
 
     One row: FMA, four output rows per program over 1,024-wide K tiles (two warps for N <= 8192).
     2-16 rows: tensor cores, whose cost does not change with the rows; narrow weights (q|k|v, o, down)
-    take 16 output rows per program over 512-wide K tiles, gate|up 64 over 128, the LM head 32 over 128."""
-    if rows == 1:
+    take 16 output rows per program over 512-wide K tiles, gate|up 64 over 128, the LM head 32 over 128.
+    `rowwise`: each row's result bitwise the same whatever the other rows, up to 16 (an MTP model: the
+    verify step's two rows at batch 1 must give plain decode's one row exactly, or greedy MTP on and off
+    part on near-tied logits); then one row runs the tensor-core kernel too. The FMA kernel at two rows
+    is rowwise but 0.91-0.95x cuBLAS on q|k|v, gate|up and the LM head (`bench.gemv --pair`)."""
+    if rows == 1 and not rowwise:
         return GemvConfig(num_warps=2 if n <= 8192 else 4)
     if rows > MAX_ROWS:
         return None
@@ -174,10 +178,10 @@ def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, config: GemvConf
     return y
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, rowwise: bool = False) -> Tensor:
     """F.linear, with the GEMV kernels for the decode shapes they are faster at (`config_for`)."""
     if x.dim() == 2 and x.is_cuda and x.stride(-1) == 1 and weight.stride(-1) == 1:
-        config = config_for(weight.shape[0], weight.shape[1], x.shape[0])
+        config = config_for(weight.shape[0], weight.shape[1], x.shape[0], rowwise)
         if config is not None:
             return gemv(x, weight, bias, config)
     return torch.nn.functional.linear(x, weight, bias)
