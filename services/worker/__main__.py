@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     torch.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: per device)")
     torch.add_argument("--max-running-requests", type=int, help="largest running batch")
     torch.add_argument("--kv-cache-tokens", type=int, help="KV cache capacity in tokens")
-    torch.add_argument("--max-batch-tokens", type=int, help="token budget of one forward (prefill chunking)")
+    torch.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        help="token budget of one forward (prefill chunking; on CUDA a prompt token at context c "
+        "counts 1 + c / A, docs/workers.md)",
+    )
     torch.add_argument("--block-size", type=int, help="KV cache block (page) size in tokens")
     sim = parser.add_argument_group("sim engine")
     sim.add_argument("--time-scale", type=float, default=1.0, help="multiply every simulated cost (0: instant)")

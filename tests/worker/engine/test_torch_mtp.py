@@ -95,10 +95,10 @@ def test_the_last_chunk_reports_draft_and_accepted_counts() -> None:
 def test_policy_drafts_only_when_it_emits_more_tokens_per_second() -> None:
     policy = SpecPolicy(min_samples=2, probe_every=1000, window=3)
     chosen = []
-    for _ in range(4):  # nothing measured: both modes twice, MTP first
+    for _ in range(4):  # nothing measured: each mode in one run of two timed steps, MTP first
         chosen.append(policy.should_draft(8))
         policy.record(8, chosen[-1], 0.010 if chosen[-1] else 0.006, acceptance=0.9 if chosen[-1] else None)
-    assert chosen == [True, False, True, False]
+    assert chosen == [True, True, False, False]
     # acceptance ~0.96 after smoothing: 1.96 tokens / 10 ms beats 1 token / 6 ms
     assert policy.should_draft(8)
     policy.record(8, False, 0.0055)  # plain gets cheaper (median 6 ms): 1.96 / 10 ms still beats it
@@ -114,15 +114,26 @@ def test_policy_drafts_only_when_it_emits_more_tokens_per_second() -> None:
 
 def test_policy_is_not_fooled_by_one_slow_step() -> None:
     """A noisy first plain step (another process, a first run of a shape) must not keep MTP on for good."""
-    policy = SpecPolicy(min_samples=3, probe_every=4)
+    policy = SpecPolicy(min_samples=3, probe_every=4, probe_steps=2)
     for _ in range(3):
         policy.record(64, True, 0.020, acceptance=0.9)  # MTP: 1.9 tokens per 20 ms
     policy.record(64, False, 0.050)  # plain, slowed once by noise
     policy.record(64, False, 0.008)  # plain's real cost: 1 token per 8 ms wins
     policy.record(64, False, 0.009)
-    assert not policy.should_draft(64)
-    choices = [policy.should_draft(64) for _ in range(8)]
-    assert choices.count(True) == 2  # only the probes draft
+    choices = [policy.should_draft(64) for _ in range(24)]
+    # Only the probes draft, two steps each, after 4 plain choices, then after 16 (the choice held).
+    assert "".join("M" if c else "." for c in choices) == "...MM...............MM.."
+
+
+def test_policy_probes_again_soon_after_its_choice_flips() -> None:
+    """A probe that finds the other mode now better switches to it, and the next probe comes after
+    `probe_every` choices again, not after the backed-off interval."""
+    policy = SpecPolicy(min_samples=1, probe_every=2, probe_steps=1, probe_backoff=2, window=1)
+    policy.record(8, True, 0.020, acceptance=0.9)
+    policy.record(8, False, 0.008)  # plain wins: 1 / 8 ms against 1.9 / 20 ms
+    assert [policy.should_draft(8) for _ in range(6)] == [False, True, False, False, False, True]
+    policy.record(8, True, 0.010)  # MTP got cheaper: 1.9 / 10 ms wins
+    assert [policy.should_draft(8) for _ in range(3)] == [True, False, True]
 
 
 def test_policy_does_not_flip_between_even_modes() -> None:
@@ -147,7 +158,8 @@ def test_plain_steps_in_an_mtp_engine_keep_greedy_tokens_and_count_no_drafts() -
     assert outputs(core, greedy_requests(prompts)) == plain
     assert core.num_draft_tokens == 0 and core.load().spec_accept_rate == 0.0
     mixed = make_core(MODEL, is_mtp=True)
-    mixed.runner.spec_policy.probe_every = 2  # flip modes often: stale MTP KV must never change a token
+    policy = mixed.runner.spec_policy
+    policy.probe_every = policy.max_probe_every = 2  # flip modes often: stale MTP KV must never change a token
     assert outputs(mixed, greedy_requests(prompts)) == plain
     assert mixed.runner.spec_policy.num_plain_steps > 0 and mixed.num_draft_tokens > 0
 

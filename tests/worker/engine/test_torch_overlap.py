@@ -141,11 +141,13 @@ def test_the_step_ahead_continues_for_the_others_when_a_stream_finishes(is_mtp: 
 def test_mtp_policy_times_each_overlapped_step_by_one_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every cost the MTP policy records holds one step's forward. Each forward here takes at least 5 ms (a
     sleep), so no sample may be shorter: before, a drained step (read with nothing launched in its period)
-    was recorded at ~0.2 ms, and an overlapped host-bound step at its launch's neighbour's cost."""
+    was recorded at ~0.2 ms, and an overlapped host-bound step at its launch's neighbour's cost. (Now a
+    period's time is split over the steps launched in it, and a drained read's joins the next period.)"""
     import time
 
     core = engine(True, True)
-    core.runner.spec_policy.probe_every = 3  # switch often: drains and the non-overlapped step after them
+    policy = core.runner.spec_policy
+    policy.probe_every = policy.max_probe_every = 3  # switch often: drains and the non-overlapped step after them
     forward = core.runner.forward
     monkeypatch.setattr(core.runner, "forward", lambda *a, **kw: (time.sleep(0.005), forward(*a, **kw))[1])
     prompts = random_prompts(4, SMALL.vocab_size, seed=5)

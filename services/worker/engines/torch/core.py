@@ -28,7 +28,7 @@ from services.worker.engines.torch.model_runner import InFlight, ModelRunner, Se
 from services.worker.engines.torch.scheduler import Scheduler, SchedulerConfig
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.engines.torch.stop import StopChecker
-from services.worker.model.mimo import MiMoForCausalLM
+from services.worker.model.mimo import MiMoConfig, MiMoForCausalLM
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -36,6 +36,22 @@ if TYPE_CHECKING:
 THROUGHPUT_WINDOW_S = 10.0
 
 RequestOutput = tuple[str, OutputChunk]  # (request id, chunk)
+
+
+# A prompt token's attention FLOPs over its linears', per key, priced at this rate ratio on the H200 (bench/
+# ENGINE_NOTES.md, 2026-12-03): the kernels give 0.42-0.50 (a 512-token chunk at 4K / 8K context at 262 / 318
+# TFLOP/s in `bench.attention`, a mixed step's 544-row GEMMs at ~630); the 8K prompt's mixed steps beside 32
+# streams give ~0.65 (its 512-token chunk at 7.9K context took 23.4 ms, a 1,024-token one at context 0 28.4).
+ATTENTION_RATE = 0.6
+
+
+def attention_context(cfg: MiMoConfig) -> float:
+    """The context at which a prompt token's attention takes as long as its linears on the GPU: linear
+    FLOPs per token (2 x the layer's weights) over attention's per key (4 x heads x head_dim), at the
+    attention kernel's lower rate. MiMo-7B: about 13,000 tokens."""
+    q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+    weights = cfg.hidden_size * (2 * q + 2 * kv) + 3 * cfg.hidden_size * cfg.intermediate_size
+    return ATTENTION_RATE * 2 * weights / (4 * q)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,7 @@ class CoreConfig:
     overlap_decode: bool | None = None  # launch each plain decode step before reading the last (None: on CUDA)
     max_context_length: int = 32768
     eos_token_ids: tuple[int, ...] = ()
+    attention_context: float | None = None  # the budget's cost of attention (Scheduler); None: the model's on CUDA
 
 
 class EngineCore:
@@ -61,7 +78,10 @@ class EngineCore:
         self.runner = ModelRunner(model, cfg.block_size, cfg.num_blocks, cfg.use_cuda_graphs, cfg.compile_kernels)
         self.is_mtp = cfg.is_mtp_enabled and self.runner.has_mtp
         self.blocks = BlockManager(cfg.num_blocks, cfg.block_size)
-        sched_cfg = SchedulerConfig(cfg.max_running_requests, cfg.max_batch_tokens, int(self.is_mtp))
+        context = cfg.attention_context
+        if context is None:
+            context = attention_context(model.config) if self.runner.device.type == "cuda" else 0.0
+        sched_cfg = SchedulerConfig(cfg.max_running_requests, cfg.max_batch_tokens, int(self.is_mtp), context)
         self.scheduler = Scheduler(sched_cfg, self.blocks)
         self._seq_ids = itertools.count()
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens generated) per step
@@ -74,6 +94,8 @@ class EngineCore:
         self.is_overlap = is_cuda if cfg.overlap_decode is None else cfg.overlap_decode
         self._choice: bool | None = None  # an MTP-or-plain choice made for a step that could not overlap
         self._last_decode: float | None = None  # when the last decode step's results were read (MTP timing)
+        self._last_mode: bool | None = None  # whether that step drafted
+        self._num_launched = 0  # decode steps launched since then
 
     @property
     def capacity_tokens(self) -> int:
@@ -144,7 +166,7 @@ class EngineCore:
             with torch.inference_mode():
                 pending = self._launch(batch.seqs, None)
             if pending is not None:
-                return self._overlap(pending, is_timed=False)
+                return self._overlap(pending)
         num_graphs, drafted, acceptance = self.runner.num_graphs, False, None
         with torch.inference_mode():
             if not self.is_mtp:
@@ -153,6 +175,7 @@ class EngineCore:
                 results = mtp.run_prefill(self.runner, batch.seqs)
             else:
                 results, drafted, acceptance = mtp.run_decode(self.runner, batch.seqs, self._take_choice())
+                self._num_launched += 1
         is_spec = self.is_mtp and not batch.is_prefill
         out = []
         for seq, res in zip(batch.seqs, results, strict=True):
@@ -168,7 +191,7 @@ class EngineCore:
             self._last_decode = None
         return out
 
-    def _overlap(self, pending: InFlight, is_timed: bool = True) -> list[RequestOutput]:
+    def _overlap(self, pending: InFlight) -> list[RequestOutput]:
         """Launch the next decode step on `pending`'s results (still on the device), then read `pending`:
         the host's bookkeeping and the next step's preparation run while the GPU computes. A step ahead
         is launched while nothing waits to be admitted, for the sequences still running (one that
@@ -207,23 +230,28 @@ class EngineCore:
         self.blocks.publish_events()
         if self.is_mtp:
             acceptance = statistics.fmean(r.num_accepted for r in results) if pending.is_spec else None
-            # Timed only in a steady run of one mode: a host-bound step's cost is its launch, made in the
-            # period before the one that reads it, so a period with no launch (a drain), a launch of the
-            # other mode, or two launches (`pending` launched by `step` just now) is no step's cost.
-            ahead = self._inflight
-            is_timed = is_timed and ahead is not None and ahead.is_spec == pending.is_spec
+            # Not timed when the step ahead is of the other mode: its launch is in this period.
+            is_timed = self._inflight is None or self._inflight.is_spec == pending.is_spec
             self._time_decode(len(seqs), pending.is_spec, acceptance, is_timed and self.runner.num_graphs == num_graphs)
         return out
 
     def _time_decode(self, num_seqs: int, is_spec: bool, acceptance: float | None, is_timed: bool) -> None:
-        """Give the MTP policy a decode step's cost: the time since the last decode step's results were read.
-        That period is the step's whole share of the engine's time, overlapped or not (the host's work before
-        and after the forward, the engine loop's, the GPU's not hidden under them); a step after a prefill,
-        an idle spell or a graph capture is not timed, nor (`is_timed` False) one outside a steady run."""
+        """Give the MTP policy a decode step's cost: the time since the last decode step's results were read,
+        over the decode steps launched in it. The periods between reads share out the engine's whole time,
+        overlapped or not (the host's work before and after the forward, the engine loop's, the GPU's not
+        hidden under them), and a step's cost is its launch's share: a period with no launch (a drain, the
+        run's last read) joins the next one, and one with two (`step` launching a step and the one ahead)
+        halves. A period after a prefill, an idle spell, a graph capture or a step of the other mode (it
+        holds the switch) is not timed, nor (`is_timed` False) one that launched the other mode."""
         now = time.perf_counter()
-        seconds = now - self._last_decode if is_timed and self._last_decode is not None else None
+        last, launched, self._num_launched = self._last_decode, self._num_launched, 0
+        is_timed = is_timed and last is not None and self._last_mode == is_spec
+        if is_timed and not launched:  # a drained read: its period joins the next
+            self.runner.spec_policy.record(batch_bucket(num_seqs), is_spec, None, acceptance)
+            return
+        seconds = (now - last) / launched if is_timed and last is not None else None
         self.runner.spec_policy.record(batch_bucket(num_seqs), is_spec, seconds, acceptance)
-        self._last_decode = now
+        self._last_decode, self._last_mode = now, is_spec
 
     def _launch(self, seqs: list[Sequence], prev: InFlight | None) -> InFlight | None:
         """The next decode step, launched without reading `prev`; None when it needs the host (sampled MTP
@@ -234,8 +262,10 @@ class EngineCore:
             return None
         drafting = self.runner.spec_policy.should_draft(batch_bucket(len(seqs)))
         if drafting and (prev.is_spec if prev is not None else all(s.draft_token is not None for s in seqs)):
+            self._num_launched += 1
             return mtp.launch_spec(self.runner, seqs, prev)
         if not drafting and (prev is None or not prev.is_spec):
+            self._num_launched += 1
             return self.runner.launch_decode(seqs, prev)
         self._choice = drafting  # the next step, run the plain way, follows this choice
         return None

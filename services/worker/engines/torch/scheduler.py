@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ class SchedulerConfig:
     max_running_requests: int = 64
     max_batch_tokens: int = 8192  # tokens fed in one step; a longer prompt is fed in chunks over several steps
     decode_lookahead_tokens: int = 0  # extra KV slots a decode step writes past the sequence (1 with MTP)
+    attention_context: float = 0.0  # a prompt token at context c takes 1 + c / this of the budget (0: 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,12 @@ class Scheduler:
     """A step is all decode, or mixed: every decoding sequence's next token plus prompt chunks (chunked
     prefill, vLLM's and SGLang's default) up to `max_batch_tokens`, so a long prompt neither stalls the
     running streams for its whole prefill nor waits for them to finish.
+
+    With `attention_context` A the budget counts a prompt token fed at context c as 1 + c / A tokens: its
+    attention over c keys costs c / A of its linears' time. A long prompt's late chunks, each of whose
+    tokens attends to the whole prompt before it, are then smaller than its early ones, so every mixed
+    step costs about the same: the running streams' worst gap is the same as with the early chunks'
+    size throughout, and the prompt needs fewer steps (each step also carries the streams' decode).
 
     A sequence's `num_scheduled_tokens` is what this step feeds of it; a prompt whose chunk ends
     before its last token emits nothing this step. When a step has no room for a sequence's next
@@ -98,11 +106,14 @@ class Scheduler:
         return Batch(decoding + prompts, is_prefill=True)
 
     def _chunk(self, seq: Sequence, budget: int) -> int:
-        """Schedule up to `budget` of the prompt's pending tokens; their blocks become shareable now."""
-        num = min(budget, seq.num_tokens - seq.num_computed_tokens)
+        """Schedule as many of the prompt's pending tokens as `budget` pays for (at least one); their
+        blocks become shareable now. Returns what they took of the budget."""
+        start, context = seq.num_computed_tokens, self.cfg.attention_context
+        per_token = 1.0 + start / context if context else 1.0
+        num = min(max(int(budget / per_token), 1), seq.num_tokens - start)
         seq.num_scheduled_tokens = num
-        self.blocks.mark_ready(seq, seq.num_computed_tokens + num)
-        return num
+        self.blocks.mark_ready(seq, start + num)
+        return math.ceil(num * per_token)
 
     def _reserve(self, seqs: list[Sequence]) -> list[Sequence]:
         """Slots for each sequence's next decode tokens, preempting the newest running ones when short."""
