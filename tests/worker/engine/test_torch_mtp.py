@@ -164,6 +164,31 @@ def test_plain_steps_in_an_mtp_engine_keep_greedy_tokens_and_count_no_drafts() -
     assert mixed.runner.spec_policy.num_plain_steps > 0 and mixed.num_draft_tokens > 0
 
 
+def test_prefill_runs_the_mtp_layer_only_where_the_policy_drafts() -> None:
+    """Where the policy has chosen plain steps at the batch size a prompt joins, its prefill skips the MTP
+    layer (no first draft); where it drafts, or has not measured yet, the prefill drafts. Tokens stay greedy."""
+    from services.worker.engines.torch.cuda_graphs import batch_bucket
+
+    prompts = random_prompts(4, SMALL.vocab_size, seed=8)
+    for chosen in (None, True, False):
+        core = make_core(MODEL, is_mtp=True)
+        if chosen is not None:
+            core.runner.spec_policy.current[batch_bucket(1)] = chosen
+        core.add_request(GenerateInput("a", tuple(prompts[0]), greedy(4)))
+        core.step()  # the prefill
+        seq = core.scheduler.running[0]
+        assert (seq.draft_token is not None) == (chosen is not False), chosen
+    plain = outputs(make_core(MODEL, is_mtp=False), greedy_requests(prompts))
+    core = make_core(MODEL, is_mtp=True)
+    policy = core.runner.spec_policy
+    for bucket in {batch_bucket(n) for n in range(1, 5)}:  # plain measured 10x cheaper at every batch size
+        for _ in range(policy.min_samples):
+            policy.record(bucket, True, 0.010, acceptance=0.9)
+            policy.record(bucket, False, 0.001)
+        policy.current[bucket] = False
+    assert outputs(core, greedy_requests(prompts)) == plain
+
+
 def test_rejection_sampling_keeps_the_target_distribution() -> None:
     torch.manual_seed(0)
     vocab, rows = 6, 200_000

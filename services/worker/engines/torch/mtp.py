@@ -104,6 +104,12 @@ def next_prompt_token(seq: Sequence, fed: list[int]) -> int:
     return seq.token_ids[end] if end < seq.num_tokens else 0
 
 
+def is_seeded(seqs: list[Sequence]) -> bool:
+    """A seeded sampled request among them: its tokens must not depend on timing, and its random draws differ
+    between the two kinds of step, so its steps always draft."""
+    return any(s.generator is not None and not s.is_greedy for s in seqs)
+
+
 def run_decode(
     runner: ModelRunner, seqs: list[Sequence], choice: bool | None = None
 ) -> tuple[list[SeqResult], bool, float | None]:
@@ -116,11 +122,10 @@ def run_decode(
     A plain step leaves the MTP layer's KV unwritten at its position: later drafts attend to a stale
     entry there (lower acceptance, never a wrong token: verification is exact).
     """
-    # A seeded sample must not depend on timing: its random draws differ between the two kinds of step.
-    is_seeded = any(s.generator is not None and not s.is_greedy for s in seqs)
-    if choice is None and not is_seeded:
+    seeded = is_seeded(seqs)
+    if choice is None and not seeded:
         choice = runner.spec_policy.should_draft(batch_bucket(len(seqs)))
-    if not is_seeded and not choice:
+    if not seeded and not choice:
         return runner.run_plain(seqs, is_prefill=False), False, None
     results = run_spec(runner, seqs)
     accepted = [r.num_accepted for r in results if r.drafted]

@@ -20,6 +20,8 @@ fresh. Each probe that leaves the choice as it was multiplies the bucket's inter
 `max_probe_every`), and a choice that flips resets it: a probe costs its steps in the worse mode plus two
 switches, so where one mode is clearly better (the tiny model at batch 1 on the H200: plain 0.30 ms a token,
 MTP 1.35 ms for 1.9) it should be rare.
+A prefill follows the choice too (`EngineCore._prefill_mtp`): where plain steps were chosen for the batch size a
+prompt joins, its prefill skips the MTP layer.
 
 A switch costs more than either mode's step (an overlapped engine drains its step ahead, and the first MTP step after
 plain ones has no draft to verify), so once a bucket has a mode it changes only when the other is `switch_margin`
@@ -64,6 +66,10 @@ class SpecPolicy:
         self.num_plain_steps += int(not choice)
         return choice
 
+    def expects_draft(self, bucket: int) -> bool:
+        """Whether steps in this bucket draft, as chosen last (probes aside; MTP until measured)."""
+        return self.mode == "always" if self.mode != "auto" else self.current.get(bucket, True)
+
     def _choose(self, bucket: int) -> bool:
         num_spec = len(self.samples.get((True, bucket), ()))
         if min(num_spec, len(self.samples.get((False, bucket), ()))) < self.min_samples:
@@ -80,11 +86,11 @@ class SpecPolicy:
         if choice != current:  # a new choice (or the first): probe again soon
             self.interval[bucket] = self.until_probe[bucket] = self.probe_every
         self.current[bucket] = choice
-        self.until_probe[bucket] -= 1
+        self.until_probe[bucket] = self.until_probe.get(bucket, self.probe_every) - 1
         if self.until_probe[bucket] > 0:
             return choice
         self.probing[bucket] = self.probe_steps - 1
-        longer = self.probe_backoff * self.interval[bucket]
+        longer = self.probe_backoff * self.interval.get(bucket, self.probe_every)
         self.interval[bucket] = self.until_probe[bucket] = min(longer, self.max_probe_every)
         return not choice
 
