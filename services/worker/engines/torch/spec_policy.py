@@ -2,9 +2,9 @@
 
 An MTP step emits 1 + a tokens per sequence (a: the measured acceptance) and costs t_spec; a plain
 step emits 1 and costs t_plain. Drafting pays when (1 + a) / t_spec >= 1 / t_plain. A step's cost is
-the engine's time from the previous decode step's results to its own (scheduling, forward, sampling,
-the per-token bookkeeping an MTP step does twice, the engine loop; with overlapped decode, whichever of
-the host's and the GPU's work is longer), kept per batch-size bucket, so the choice follows the batch
+its share of the engine's time from the previous decode step's results to its own, split over the steps
+launched in that time (scheduling, forward, sampling, the per-token bookkeeping an MTP step does twice,
+the engine loop; with overlapped decode, whichever of the host's and the GPU's work is longer), kept per batch-size bucket, so the choice follows the batch
 size: a host-bound small model at a large batch stops drafting, MiMo-7B at batch 1 keeps drafting.
 (Timing each step from its own start instead missed the engine loop and, overlapped, read ~0.05 ms
 for a step whose results were already on the host.)
