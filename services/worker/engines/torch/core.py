@@ -172,7 +172,7 @@ class EngineCore:
             if not self.is_mtp:
                 results = self.runner.run_plain(batch.seqs, batch.is_prefill)
             elif batch.is_prefill:
-                results = self._prefill_mtp(batch.seqs)
+                results = mtp.run_prefill(self.runner, batch.seqs, batch_bucket(len(self.scheduler.running)))
             else:
                 results, drafted, acceptance = mtp.run_decode(self.runner, batch.seqs, self._take_choice())
                 self._num_launched += 1
@@ -269,15 +269,6 @@ class EngineCore:
             return self.runner.launch_decode(seqs, prev)
         self._choice = drafting  # the next step, run the plain way, follows this choice
         return None
-
-    def _prefill_mtp(self, seqs: list[Sequence]) -> list[SeqResult]:
-        """A prefill (or mixed) step in an MTP engine: with the MTP layer over the fed tokens (its KV, a first
-        draft) where the policy drafts at the batch size the prompts join, plain where it has chosen plain
-        steps there. A later draft of a sequence prefilled plain attends to stale MTP KV at its prompt's
-        positions, as after plain decode steps: fewer drafts accepted, never a wrong token."""
-        if mtp.is_seeded(seqs) or self.runner.spec_policy.expects_draft(batch_bucket(len(self.scheduler.running))):
-            return mtp.run_prefill(self.runner, seqs)
-        return self.runner.run_plain(seqs, is_prefill=True)
 
     def _take_choice(self) -> bool | None:
         choice, self._choice = self._choice, None

@@ -70,9 +70,15 @@ def stack_draft_probs(seqs: list[Sequence], drafts: Tensor, vocab: int) -> Tenso
     return torch.stack([one_hot[i] if s.draft_probs is None else s.draft_probs for i, s in enumerate(seqs)])
 
 
-def run_prefill(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:
+def run_prefill(runner: ModelRunner, seqs: list[Sequence], bucket: int | None = None) -> list[SeqResult]:
     """Prefill (prompt chunks, and decoding sequences' newest tokens in a mixed step), sample the next
-    token, then run the MTP layer over the fed positions to fill its KV and draft."""
+    token, then run the MTP layer over the fed positions to fill its KV and draft.
+
+    With `bucket` (the batch size the prompts join) a plain prefill where the policy has chosen plain steps
+    there (seeded samples aside, as in `run_decode`): a later draft of such a sequence attends to stale MTP
+    KV at its prompt's positions, as after plain decode steps (fewer drafts accepted, never a wrong token)."""
+    if bucket is not None and not _is_seeded(seqs) and not runner.spec_policy.expects_draft(bucket):
+        return runner.run_plain(seqs, is_prefill=True)
     new_tokens = [s.pending_tokens() for s in seqs]
     step = runner.prepare(seqs, new_tokens)
     hidden = runner.forward(step)  # [N, H]
@@ -104,7 +110,7 @@ def next_prompt_token(seq: Sequence, fed: list[int]) -> int:
     return seq.token_ids[end] if end < seq.num_tokens else 0
 
 
-def is_seeded(seqs: list[Sequence]) -> bool:
+def _is_seeded(seqs: list[Sequence]) -> bool:
     """A seeded sampled request among them: its tokens must not depend on timing, and its random draws differ
     between the two kinds of step, so its steps always draft."""
     return any(s.generator is not None and not s.is_greedy for s in seqs)
@@ -122,7 +128,7 @@ def run_decode(
     A plain step leaves the MTP layer's KV unwritten at its position: later drafts attend to a stale
     entry there (lower acceptance, never a wrong token: verification is exact).
     """
-    seeded = is_seeded(seqs)
+    seeded = _is_seeded(seqs)
     if choice is None and not seeded:
         choice = runner.spec_policy.should_draft(batch_bucket(len(seqs)))
     if not seeded and not choice:

@@ -4,8 +4,9 @@ An MTP step emits 1 + a tokens per sequence (a: the measured acceptance) and cos
 step emits 1 and costs t_plain. Drafting pays when (1 + a) / t_spec >= 1 / t_plain. A step's cost is
 its share of the engine's time from the previous decode step's results to its own, split over the steps
 launched in that time (scheduling, forward, sampling, the per-token bookkeeping an MTP step does twice,
-the engine loop; with overlapped decode, whichever of the host's and the GPU's work is longer), kept per batch-size bucket, so the choice follows the batch
-size: a host-bound small model at a large batch stops drafting, MiMo-7B at batch 1 keeps drafting.
+the engine loop; with overlapped decode, whichever of the host's and the GPU's work is longer), kept per
+batch-size bucket, so the choice follows the batch size: a host-bound small model at a large batch stops
+drafting, MiMo-7B at batch 1 keeps drafting.
 (Timing each step from its own start instead missed the engine loop and, overlapped, read ~0.05 ms
 for a step whose results were already on the host.)
 
@@ -20,7 +21,7 @@ fresh. Each probe that leaves the choice as it was multiplies the bucket's inter
 `max_probe_every`), and a choice that flips resets it: a probe costs its steps in the worse mode plus two
 switches, so where one mode is clearly better (the tiny model at batch 1 on the H200: plain 0.30 ms a token,
 MTP 1.35 ms for 1.9) it should be rare.
-A prefill follows the choice too (`EngineCore._prefill_mtp`): where plain steps were chosen for the batch size a
+A prefill follows the choice too (`mtp.run_prefill`): where plain steps were chosen for the batch size a
 prompt joins, its prefill skips the MTP layer.
 
 A switch costs more than either mode's step (an overlapped engine drains its step ahead, and the first MTP step after
