@@ -148,8 +148,8 @@ def test_mtp_policy_times_each_overlapped_step_by_one_forward(monkeypatch: pytes
     core = engine(True, True)
     policy = core.runner.spec_policy
     policy.probe_every = policy.max_probe_every = 3  # switch often: drains and the non-overlapped step after them
-    forward = core.runner.forward
-    monkeypatch.setattr(core.runner, "forward", lambda *a, **kw: (time.sleep(0.005), forward(*a, **kw))[1])
+    backbone = core.runner.backbone
+    monkeypatch.setattr(core.runner, "backbone", lambda *a, **kw: (time.sleep(0.005), backbone(*a, **kw))[1])
     prompts = random_prompts(4, SMALL.vocab_size, seed=5)
     run_all(core, [GenerateInput(f"r{i}", tuple(p), greedy(40)) for i, p in enumerate(prompts)])
     samples = core.runner.spec_policy.samples

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -157,8 +158,8 @@ class ModelRunner:
         inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
         if self.graphs is not None and step.use_graph:
             key = ("target", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
-            return self.graphs.run(key, self._forward, inputs)
-        return self._forward(
+            return self.graphs.run(key, self.backbone, inputs)
+        return self.backbone(
             *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks, self.eager
         )
 
@@ -167,10 +168,17 @@ class ModelRunner:
         inputs = (hidden, next_ids, step.positions, step.slot_mapping, step.block_tables)
         if self.graphs is not None and step.use_graph:
             key = ("mtp", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
-            return self.graphs.run(key, self._mtp_forward, inputs)
-        return self._mtp_forward(
+            return self.graphs.run(key, self.mtp_backbone, inputs)
+        return self.mtp_backbone(
             *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks, self.eager
         )
+
+    def graphed(self, name: str, fn: Callable[..., Tensor], inputs: tuple[Tensor, ...], use_graph: bool) -> Tensor:
+        """`fn(*inputs)` replayed from a CUDA graph keyed by `name` and the inputs' shapes where `use_graph` (a
+        step padded to a captured shape), else run now with the plain ATen pieces (`fn(*inputs, kernels=...)`)."""
+        if self.graphs is not None and use_graph:
+            return self.graphs.run((name, self.use_kernels, *(tuple(t.shape) for t in inputs)), fn, inputs)
+        return fn(*inputs, kernels=self.eager)
 
     @property
     def num_graphs(self) -> int:
@@ -182,7 +190,7 @@ class ModelRunner:
         head = self.model.lm_head
         return self.kernels.linear(hidden, head.weight, head.bias)
 
-    def _forward(
+    def backbone(
         self,
         ids: Tensor,
         pos: Tensor,
@@ -195,6 +203,7 @@ class ModelRunner:
         q_blocks: tuple[Tensor, Tensor] | None = None,
         kernels: Kernels | None = None,
     ) -> Tensor:
+        """`forward` over flat tensors (a graph capture's function; `kernels`: the pieces, default the compiled ones)."""
         meta = self._meta(StepTensors(ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len, q_blocks))
         cos, sin = self.cos[pos][:, None], self.sin_signed[pos][:, None]  # [N, 1, D]
         x, delta = self.model.model.embed_tokens(ids), None  # [N, H]
@@ -202,7 +211,7 @@ class ModelRunner:
             x, delta = self._layer_forward(i, x, delta, cos, sin, meta, kernels)
         return self.model.model.norm(x if delta is None else x + delta)
 
-    def _mtp_forward(
+    def mtp_backbone(
         self,
         hidden: Tensor,
         next_ids: Tensor,
@@ -216,6 +225,7 @@ class ModelRunner:
         q_blocks: tuple[Tensor, Tensor] | None = None,
         kernels: Kernels | None = None,
     ) -> Tensor:
+        """`mtp_forward` over flat tensors."""
         assert self.mtp_layer is not None
         meta = self._meta(
             StepTensors(next_ids, pos, slots, tables, pad, unpad, False, query_start, max_query_len, q_blocks)
@@ -301,11 +311,20 @@ class InFlight:
 
     @classmethod
     def launched(
-        cls, seqs: list[Sequence], tokens: Tensor, accepted: Tensor | None = None, drafts: Tensor | None = None
+        cls,
+        seqs: list[Sequence],
+        tokens: Tensor,
+        accepted: Tensor | None = None,
+        drafts: Tensor | None = None,
+        flat: Tensor | None = None,
     ) -> InFlight:
-        flat = tokens.reshape(-1)
-        if accepted is not None and drafts is not None:
-            flat = torch.cat([flat, accepted, drafts])
+        """`flat`: tokens | accepted | drafts already in one tensor (the three are views of it)."""
+        if flat is None:
+            flat = (
+                tokens.reshape(-1)
+                if accepted is None or drafts is None
+                else torch.cat([tokens.reshape(-1), accepted, drafts])
+            )
         if flat.device.type != "cuda":  # nothing runs asynchronously: the results are already here
             return cls(seqs, tokens, flat, None, accepted, drafts)
         host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)

@@ -9,6 +9,8 @@ speculative rejection sampling, so the output distribution is the target's.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -16,6 +18,7 @@ from torch import Tensor
 from services.worker.engines.torch import sampler
 from services.worker.engines.torch.attention import StepTensors
 from services.worker.engines.torch.cuda_graphs import batch_bucket
+from services.worker.engines.torch.layers import Kernels
 from services.worker.engines.torch.model_runner import (
     InFlight,
     ModelRunner,
@@ -187,23 +190,59 @@ def verify_and_draft(
 
 def launch_spec(runner: ModelRunner, seqs: list[Sequence], prev: InFlight | None = None) -> InFlight:
     """An MTP step of greedy sequences whose results stay on the device (`ModelRunner.launch_decode`'s
-    overlap, for MTP). With `prev` (an MTP step not yet read) each sequence verifies prev's last emitted
-    token and next draft, whose positions depend on whether prev accepted its draft: the host prepares
-    them as if it had (two past its view), and the device moves rejected ones back by one."""
-    n, bs = len(seqs), runner.block_size
+    overlap, for MTP), the whole step one CUDA graph (`greedy_spec`) where its shape is captured. With `prev`
+    (an MTP step not yet read) each sequence verifies prev's last emitted token and next draft, whose
+    positions depend on whether prev accepted its draft: the host prepares them as if it had (two past its
+    view), and the device moves rejected ones back by one. The rows' sampling must not depend on the host's
+    tokens (greedy, no penalties or suppression: `EngineCore` checks)."""
+    n = len(seqs)
     if prev is None:
         step = runner.prepare(seqs, [[s.last_token, s.draft_token] for s in seqs])  # type: ignore[list-item]
         drafts = torch.tensor([s.draft_token for s in seqs], dtype=torch.int64).to(runner.device, non_blocking=True)
+        extra: tuple[Tensor, ...] = ()
     else:
         assert prev.accepted is not None and prev.drafts is not None
         step = runner.prepare(seqs, [[s.last_token] * 2 for s in seqs], ahead=2)
-        accepted, drafts = prev.accepted, prev.drafts
-        positions = step.positions[: 2 * n]
-        positions -= (1 - accepted).repeat_interleave(2)
-        seq_of = torch.arange(n, device=runner.device).repeat_interleave(2)
-        step.slot_mapping[: 2 * n] = step.block_tables[seq_of, positions // bs] * bs + positions % bs
-        last = prev.tokens.gather(1, accepted[:, None]).squeeze(1)  # the bonus token, or the correction
-        step.input_ids[: 2 * n] = torch.stack([last, drafts], dim=1).reshape(-1)
-    rows = sampler.build_rows(seqs, 2, None, runner.vocab_size, runner.device)
-    _, tokens, accepted, new_drafts, _ = verify_and_draft(runner, n, step, drafts, None, rows)
-    return InFlight.launched(seqs, tokens, accepted.long(), new_drafts)
+        drafts, extra = prev.drafts, (prev.tokens, prev.accepted)
+    num_pad = step.block_tables.shape[0] - n  # graph padding rows, which accept (and stay at position 0)
+    if num_pad:
+        drafts = F.pad(drafts, (0, num_pad))
+        if prev is not None:
+            extra = (F.pad(prev.tokens, (0, 0, 0, num_pad)), F.pad(prev.accepted, (0, num_pad), value=1))
+    inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables, drafts, *extra)
+    flat = runner.graphed("spec", functools.partial(greedy_spec, runner), inputs, step.use_graph)
+    b = step.block_tables.shape[0]
+    tokens, accepted, new_drafts = flat[: 2 * b].view(b, 2)[:n], flat[2 * b : 3 * b][:n], flat[3 * b :][:n]
+    return InFlight.launched(seqs, tokens, accepted, new_drafts, flat=None if num_pad else flat)
+
+
+def greedy_spec(
+    runner: ModelRunner,
+    ids: Tensor,
+    pos: Tensor,
+    slots: Tensor,
+    tables: Tensor,
+    drafts: Tensor,
+    prev_tokens: Tensor | None = None,
+    prev_accepted: Tensor | None = None,
+    kernels: Kernels | None = None,
+) -> Tensor:
+    """A greedy MTP step over B sequences' (x_t, draft) pairs, with no host sync: tokens [B, 2] | accepted [B] |
+    next drafts [B] in one int64 tensor. With prev's tokens [B, 2] and accepted [B], x_t is prev's last
+    emitted token and each pair moves back one position where prev rejected its draft."""
+    b = tables.shape[0]
+    if prev_tokens is not None and prev_accepted is not None:
+        bs = runner.block_size
+        pos = pos - (1 - prev_accepted)[:, None].expand(b, 2).reshape(-1)
+        seq_of = torch.arange(2 * b, device=pos.device) // 2
+        slots = tables[seq_of, pos // bs] * bs + pos % bs
+        last = prev_tokens.gather(1, prev_accepted[:, None]).squeeze(1)  # the bonus token, or the correction
+        ids = torch.stack([last, drafts], dim=1).reshape(-1)
+    hidden = runner.backbone(ids, pos, slots, tables, kernels=kernels)  # [2B, H]
+    tokens = runner.logits(hidden).float().argmax(-1).view(b, 2)
+    accepted = (tokens[:, 0] == drafts).long()
+    # MTP pairs: accepted -> (h_t, draft), (h_t+1, bonus); rejected -> (h_t, corrected), then a dead row.
+    mtp_hidden = runner.mtp_backbone(hidden, tokens.reshape(-1), pos, slots, tables, kernels=kernels)
+    pick = torch.arange(b, device=pos.device) * 2 + accepted
+    new_drafts = runner.logits(mtp_hidden[pick]).float().argmax(-1)
+    return torch.cat([tokens.reshape(-1), accepted, new_drafts])
