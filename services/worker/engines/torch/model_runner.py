@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from services.worker.engines.torch import sampler
@@ -286,13 +287,31 @@ class ModelRunner:
         prev, so at batch 1 the GPU does not wait for the host between steps (SGLang's overlap
         scheduler). The rows' sampling must not depend on the host's tokens (no penalties, grammars,
         logprobs or min_new_tokens left: `EngineCore` checks)."""
+        n = len(seqs)
         step = self.prepare(seqs, [[s.last_token] for s in seqs], ahead=int(prev is not None))
+        if all(s.is_greedy for s in seqs):  # the whole step one graph (where its shape is captured)
+            inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
+            if prev is not None:
+                inputs += (F.pad(prev.tokens, (0, step.input_ids.shape[0] - n)),)
+            return InFlight.launched(seqs, self.graphed("decode", self.greedy_decode, inputs, step.use_graph)[:n])
         if prev is not None:
-            step.input_ids[: len(seqs)].copy_(prev.tokens)
+            step.input_ids[:n].copy_(prev.tokens)
         hidden = self.forward(step)
         rows = sampler.build_rows(seqs, 1, None, self.vocab_size, self.device)
-        tokens = sampler.sample(self.logits(hidden[: len(seqs)]), rows)
-        return InFlight.launched(seqs, tokens)
+        return InFlight.launched(seqs, sampler.sample(self.logits(hidden[:n]), rows))
+
+    def greedy_decode(
+        self,
+        ids: Tensor,
+        pos: Tensor,
+        slots: Tensor,
+        tables: Tensor,
+        prev_tokens: Tensor | None = None,
+        kernels: Kernels | None = None,
+    ) -> Tensor:
+        """A greedy decode step without host syncs: next tokens [B] (`prev_tokens`: the tokens fed instead of `ids`)."""
+        hidden = self.backbone(ids if prev_tokens is None else prev_tokens, pos, slots, tables, kernels=kernels)
+        return self.logits(hidden).float().argmax(-1)
 
 
 @dataclass(frozen=True, slots=True)
