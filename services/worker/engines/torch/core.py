@@ -287,7 +287,7 @@ class EngineCore:
         for token in res.token_ids:
             seq.token_ids.append(token)
             new.append(token)
-            match = seq.stop.check(seq.output_ids)
+            match = seq.stop.check(seq.token_ids, seq.num_output_tokens)
             if match is not None:
                 seq.matched_token_id, seq.matched_stop_str = match.token_id, match.stop_str
                 seq.finish(match.reason)

@@ -40,25 +40,25 @@ class StopChecker:
         """Tokens the sampler masks out until min_new_tokens are out (they would end the sample early)."""
         return self.stop_token_ids
 
-    def check(self, output_ids: list[int]) -> StopMatch | None:
-        """The reason to stop after output_ids[-1] was appended, or None to go on."""
-        num_out = len(output_ids)
+    def check(self, token_ids: list[int], num_out: int) -> StopMatch | None:
+        """The reason to stop after token_ids[-1], the num_out-th output token, was appended, or None to go on
+        (the sample's whole token list, not a copy of its output: a check per token must not cost O(length))."""
         if num_out >= self.min_new_tokens:
-            if output_ids[-1] in self.stop_token_ids:
-                return StopMatch("stop", token_id=output_ids[-1])
-            matched = self._stop_str(output_ids)
+            if token_ids[-1] in self.stop_token_ids:
+                return StopMatch("stop", token_id=token_ids[-1])
+            matched = self._stop_str(token_ids, num_out)
             if matched is not None:
                 return StopMatch("stop", stop_str=matched)
         if num_out >= self.max_new_tokens:
             return StopMatch("length")
         return None
 
-    def _stop_str(self, output_ids: list[int]) -> str | None:
-        """A stop string ending in the text the newest token added (decodes a short window of tokens)."""
+    def _stop_str(self, token_ids: list[int], num_out: int) -> str | None:
+        """A stop string ending in the text the newest token added (decodes a short window of output tokens)."""
         if not self.stop_strs or self.tokenizer is None:
             return None
         longest = max(len(s) for s in self.stop_strs)
-        window = output_ids[-(4 * longest + 4) :]  # every token decodes to >= 1 byte, a char is <= 4 bytes
+        window = token_ids[-min(num_out, 4 * longest + 4) :]  # a token decodes to >= 1 byte, a char is <= 4
         text = self.tokenizer.decode(window, skip_special_tokens=False)
         before = self.tokenizer.decode(window[:-1], skip_special_tokens=False) if len(window) > 1 else ""
         new_from = min(len(before), len(text))  # text[new_from:] came with the newest token
