@@ -290,7 +290,7 @@ class ModelRunner:
         n = len(seqs)
         step = self.prepare(seqs, [[s.last_token] for s in seqs], ahead=int(prev is not None))
         if all(s.is_greedy for s in seqs):  # the whole step one graph (where its shape is captured)
-            inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
+            inputs: tuple[Tensor, ...] = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
             if prev is not None:
                 inputs += (F.pad(prev.tokens, (0, step.input_ids.shape[0] - n)),)
             return InFlight.launched(seqs, self.graphed("decode", self.greedy_decode, inputs, step.use_graph)[:n])

@@ -207,8 +207,9 @@ def launch_spec(runner: ModelRunner, seqs: list[Sequence], prev: InFlight | None
     num_pad = step.block_tables.shape[0] - n  # graph padding rows, which accept (and stay at position 0)
     if num_pad:
         drafts = F.pad(drafts, (0, num_pad))
-        if prev is not None:
-            extra = (F.pad(prev.tokens, (0, 0, 0, num_pad)), F.pad(prev.accepted, (0, num_pad), value=1))
+        if extra:
+            tokens, accepted = extra
+            extra = (F.pad(tokens, (0, 0, 0, num_pad)), F.pad(accepted, (0, num_pad), value=1))
     inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables, drafts, *extra)
     flat = runner.graphed("spec", functools.partial(greedy_spec, runner), inputs, step.use_graph)
     b = step.block_tables.shape[0]
