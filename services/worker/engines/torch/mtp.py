@@ -208,8 +208,8 @@ def launch_spec(runner: ModelRunner, seqs: list[Sequence], prev: InFlight | None
     if num_pad:
         drafts = F.pad(drafts, (0, num_pad))
         if extra:
-            tokens, accepted = extra
-            extra = (F.pad(tokens, (0, 0, 0, num_pad)), F.pad(accepted, (0, num_pad), value=1))
+            prev_tokens, prev_accepted = extra
+            extra = (F.pad(prev_tokens, (0, 0, 0, num_pad)), F.pad(prev_accepted, (0, num_pad), value=1))
     inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables, drafts, *extra)
     flat = runner.graphed("spec", functools.partial(greedy_spec, runner), inputs, step.use_graph)
     b = step.block_tables.shape[0]
