@@ -7,6 +7,8 @@ of finished or aborted sequences, slots, draining when the batch changes); the t
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from tokenizers import Tokenizer
@@ -56,7 +58,7 @@ def engine(is_mtp: bool, overlap: bool, policy: str = "auto"):
 
 @pytest.mark.parametrize(("is_mtp", "policy"), [(False, "auto"), (True, "always"), (True, "auto"), (True, "never")])
 def test_overlapped_decode_emits_what_the_plain_engine_emits(is_mtp: bool, policy: str) -> None:
-    """MTP "auto" switches between MTP and plain steps on measured costs: the overlap drains at each switch."""
+    """MTP "auto" switches between MTP and plain steps on measured costs, the step ahead in the other mode."""
     reference = summary(engine(is_mtp, False, policy), requests())
     core = engine(is_mtp, True, policy)
     assert summary(core, requests()) == reference
@@ -147,7 +149,7 @@ def test_mtp_policy_times_each_overlapped_step_by_one_forward(monkeypatch: pytes
 
     core = engine(True, True)
     policy = core.runner.spec_policy
-    policy.probe_every = policy.max_probe_every = 3  # switch often: drains and the non-overlapped step after them
+    policy.probe_every = policy.max_probe_every = 3  # switch often: the periods around a switch are not timed
     backbone = core.runner.backbone
     monkeypatch.setattr(core.runner, "backbone", lambda *a, **kw: (time.sleep(0.005), backbone(*a, **kw))[1])
     prompts = random_prompts(4, SMALL.vocab_size, seed=5)
@@ -156,3 +158,36 @@ def test_mtp_policy_times_each_overlapped_step_by_one_forward(monkeypatch: pytes
     assert {is_spec for is_spec, _ in samples} == {True, False}  # both modes were timed
     shortest = min(min(v) for v in samples.values())
     assert shortest >= 0.005, f"a recorded step cost of {shortest * 1e3:.2f} ms holds no forward"
+
+
+def test_switches_between_mtp_and_plain_steps_stay_overlapped() -> None:
+    """A switch of the MTP policy launches the other mode's step on the device's results of the last, with no
+    drain: a plain step after an MTP step feeds the last token it emitted (one position back where it rejected
+    its draft); an MTP step after a plain step verifies a placeholder draft (the token itself). The policy
+    flips here every few steps (probes every 2 choices); the tokens stay the plain engine's, and the step
+    ahead is never missing while every stream has room for it."""
+    model = load_mimo(TINY_MIMO, "cpu", torch.float32)
+    tokenizer = Tokenizer.from_file(str(TINY_MIMO / "tokenizer.json"))
+    texts = ["What is 12 + 7?", "Write a function that adds two numbers.", "Tell me about the sea."]
+    reqs = [GenerateInput(f"t{i}", tuple(tokenizer.encode(t).ids), greedy(40)) for i, t in enumerate(texts)]
+    plain = {key: tokens_of(chunks) for key, chunks in run_all(make_core(model, is_mtp=False), reqs).items()}
+    core = make_core(model, is_mtp=True, overlap_decode=True)
+    policy = core.runner.spec_policy
+    policy.probe_every = policy.max_probe_every = 2
+    for req in reqs:
+        core.add_request(req)
+    got: dict[tuple[str, int], list[int]] = {}
+    modes = []
+    for step in itertools.count():
+        if not core.has_work:
+            break
+        for rid, chunk in core.step():
+            got.setdefault((rid, chunk.index), []).extend(chunk.token_ids)
+        running = core.scheduler.running
+        if step > 0 and running and all(s.num_output_tokens + 4 <= 40 for s in running):  # step 0: the prefill
+            assert core._inflight is not None, "a switch drained the overlap"
+            modes.append(core._inflight.is_spec)
+    switches = list(itertools.pairwise(modes))
+    assert switches.count((True, False)) >= 2 and switches.count((False, True)) >= 2, modes
+    assert got == plain
+    assert 0 < core.num_accepted_tokens < core.num_draft_tokens

@@ -92,7 +92,6 @@ class EngineCore:
         self._inflight: InFlight | None = None  # a decode step launched ahead, not yet read (`_overlap`)
         is_cuda = self.runner.device.type == "cuda"
         self.is_overlap = is_cuda if cfg.overlap_decode is None else cfg.overlap_decode
-        self._choice: bool | None = None  # an MTP-or-plain choice made for a step that could not overlap
         self._last_decode: float | None = None  # when the last decode step's results were read (MTP timing)
         self._last_mode: bool | None = None  # whether that step drafted
         self._num_launched = 0  # decode steps launched since then
@@ -174,7 +173,7 @@ class EngineCore:
             elif batch.is_prefill:
                 results = mtp.run_prefill(self.runner, batch.seqs, batch_bucket(len(self.scheduler.running)))
             else:
-                results, drafted, acceptance = mtp.run_decode(self.runner, batch.seqs, self._take_choice())
+                results, drafted, acceptance = mtp.run_decode(self.runner, batch.seqs)
                 self._num_launched += 1
         is_spec = self.is_mtp and not batch.is_prefill
         out = []
@@ -201,7 +200,7 @@ class EngineCore:
         seqs, blocks, running = pending.seqs, self.blocks, self.scheduler.running
         live = {id(s) for s in running}  # aborted (or failed) since the launch: its results are dropped
         kept = [i for i, s in enumerate(seqs) if id(s) in live and not s.is_finished]
-        reach = 3 if pending.is_spec else 1  # positions past the newest token the step ahead may write
+        reach = 3 if self.is_mtp else 1  # positions past the newest token the step ahead may write (MTP after MTP)
         self._inflight = None
         if (
             not self.scheduler.waiting
@@ -229,7 +228,8 @@ class EngineCore:
         self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
         self.blocks.publish_events()
         if self.is_mtp:
-            acceptance = statistics.fmean(r.num_accepted for r in results) if pending.is_spec else None
+            real = [r.num_accepted for r in results if r.drafted]  # not placeholders after plain steps
+            acceptance = statistics.fmean(real) if real else None
             # Not timed when the step ahead is of the other mode: its launch is in this period.
             is_timed = self._inflight is None or self._inflight.is_spec == pending.is_spec
             self._time_decode(len(seqs), pending.is_spec, acceptance, is_timed and self.runner.num_graphs == num_graphs)
@@ -254,25 +254,16 @@ class EngineCore:
         self._last_decode, self._last_mode = now, is_spec
 
     def _launch(self, seqs: list[Sequence], prev: InFlight | None) -> InFlight | None:
-        """The next decode step, launched without reading `prev`; None when it needs the host (sampled MTP
-        rows, a draft after a plain step) or the policy switches between MTP and plain after `prev`."""
+        """The next decode step, launched without reading `prev`, in the mode the MTP policy chooses (a switch
+        between MTP and plain steps stays overlapped); None when it needs the host (sampled MTP rows)."""
         if not self.is_mtp:
             return self.runner.launch_decode(seqs, prev)
         if not all(s.is_greedy for s in seqs):
             return None
-        drafting = self.runner.spec_policy.should_draft(batch_bucket(len(seqs)))
-        if drafting and (prev.is_spec if prev is not None else all(s.draft_token is not None for s in seqs)):
-            self._num_launched += 1
+        self._num_launched += 1
+        if self.runner.spec_policy.should_draft(batch_bucket(len(seqs))):
             return mtp.launch_spec(self.runner, seqs, prev)
-        if not drafting and (prev is None or not prev.is_spec):
-            self._num_launched += 1
-            return self.runner.launch_decode(seqs, prev)
-        self._choice = drafting  # the next step, run the plain way, follows this choice
-        return None
-
-    def _take_choice(self) -> bool | None:
-        choice, self._choice = self._choice, None
-        return choice
+        return self.runner.launch_decode(seqs, prev)
 
     def _apply(self, seq: Sequence, res: SeqResult, is_spec: bool) -> OutputChunk:
         """Append the step's tokens up to the first stop; free the blocks of a finished sequence."""

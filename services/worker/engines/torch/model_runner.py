@@ -285,15 +285,21 @@ class ModelRunner:
         With `prev` (a step not yet read), each sequence feeds prev's token on the device, one position
         past the host's view of it: the host prepares and launches this step while the GPU still runs
         prev, so at batch 1 the GPU does not wait for the host between steps (SGLang's overlap
-        scheduler). The rows' sampling must not depend on the host's tokens (no penalties, grammars,
-        logprobs or min_new_tokens left: `EngineCore` checks)."""
-        n = len(seqs)
-        step = self.prepare(seqs, [[s.last_token] for s in seqs], ahead=int(prev is not None))
+        scheduler). After an MTP step, the token is the last it emitted, at a position that depends on
+        whether it accepted its draft: prepared as if it had, moved back on the device if not. The rows'
+        sampling must not depend on the host's tokens (no penalties, grammars, logprobs or min_new_tokens
+        left: `EngineCore` checks); after an MTP step they are greedy."""
+        n, after_spec = len(seqs), prev is not None and prev.is_spec
+        step = self.prepare(seqs, [[s.last_token] for s in seqs], ahead=0 if prev is None else 1 + after_spec)
         if all(s.is_greedy for s in seqs):  # the whole step one graph (where its shape is captured)
+            num_pad = step.block_tables.shape[0] - n
             inputs: tuple[Tensor, ...] = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
-            if prev is not None:
-                inputs += (F.pad(prev.tokens, (0, step.input_ids.shape[0] - n)),)
+            if prev is not None and prev.accepted is not None:  # padding rows accept: they stay at position 0
+                inputs += (F.pad(prev.tokens, (0, 0, 0, num_pad)), F.pad(prev.accepted, (0, num_pad), value=1))
+            elif prev is not None:
+                inputs += (F.pad(prev.tokens, (0, num_pad)),)
             return InFlight.launched(seqs, self.graphed("decode", self.greedy_decode, inputs, step.use_graph)[:n])
+        assert not after_spec, "a sampled row after an MTP step needs the host's tokens"
         if prev is not None:
             step.input_ids[:n].copy_(prev.tokens)
         hidden = self.forward(step)
@@ -307,11 +313,26 @@ class ModelRunner:
         slots: Tensor,
         tables: Tensor,
         prev_tokens: Tensor | None = None,
+        prev_accepted: Tensor | None = None,
         kernels: Kernels | None = None,
     ) -> Tensor:
-        """A greedy decode step without host syncs: next tokens [B] (`prev_tokens`: the tokens fed instead of `ids`)."""
+        """A greedy decode step without host syncs: next tokens [B]. `prev_tokens` [B]: the tokens fed instead
+        of `ids`; with `prev_accepted` [B], an MTP step's tokens [B, 2], of which each row feeds its last."""
+        if prev_tokens is not None and prev_accepted is not None:
+            pos, slots = shift_back(pos, tables, prev_accepted, self.block_size)
+            prev_tokens = prev_tokens.gather(1, prev_accepted[:, None]).squeeze(1)
         hidden = self.backbone(ids if prev_tokens is None else prev_tokens, pos, slots, tables, kernels=kernels)
         return self.logits(hidden).float().argmax(-1)
+
+
+def shift_back(pos: Tensor, tables: Tensor, accepted: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """Positions [B*T] (T per sequence) prepared as if the previous MTP step accepted its draft, moved back one
+    where it did not (`accepted` [B], 0/1), and their slots (device ops only: graph-capturable)."""
+    num_seqs = tables.shape[0]
+    per_seq = pos.shape[0] // num_seqs
+    pos = pos - (1 - accepted)[:, None].expand(num_seqs, per_seq).reshape(-1)
+    seq_of = torch.arange(pos.shape[0], device=pos.device) // per_seq
+    return pos, tables[seq_of, pos // block_size] * block_size + pos % block_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +348,7 @@ class InFlight:
     done: torch.cuda.Event | None
     accepted: Tensor | None = None
     drafts: Tensor | None = None
+    drafted: tuple[bool, ...] | None = None  # MTP, per row: a real draft was verified (None: every row)
 
     @classmethod
     def launched(
@@ -336,6 +358,7 @@ class InFlight:
         accepted: Tensor | None = None,
         drafts: Tensor | None = None,
         flat: Tensor | None = None,
+        drafted: tuple[bool, ...] | None = None,
     ) -> InFlight:
         """`flat`: tokens | accepted | drafts already in one tensor (the three are views of it)."""
         if flat is None:
@@ -345,12 +368,12 @@ class InFlight:
                 else torch.cat([tokens.reshape(-1), accepted, drafts])
             )
         if flat.device.type != "cuda":  # nothing runs asynchronously: the results are already here
-            return cls(seqs, tokens, flat, None, accepted, drafts)
+            return cls(seqs, tokens, flat, None, accepted, drafts, drafted)
         host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
         host.copy_(flat, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
-        return cls(seqs, tokens, host, done, accepted, drafts)
+        return cls(seqs, tokens, host, done, accepted, drafts, drafted)
 
     @property
     def is_spec(self) -> bool:
@@ -361,9 +384,9 @@ class InFlight:
         its device tensors are meant to be read; `results()` belongs to the whole step)."""
         index = torch.tensor(kept, dtype=torch.int64).to(self.tokens.device, non_blocking=True)
         accepted, drafts = (None if t is None else t.index_select(0, index) for t in (self.accepted, self.drafts))
-        return InFlight(
-            [self.seqs[i] for i in kept], self.tokens.index_select(0, index), self.host, None, accepted, drafts
-        )
+        drafted = None if self.drafted is None else tuple(self.drafted[i] for i in kept)
+        seqs = [self.seqs[i] for i in kept]
+        return InFlight(seqs, self.tokens.index_select(0, index), self.host, None, accepted, drafts, drafted)
 
     def results(self) -> list[SeqResult]:
         """Wait for this step only (a step launched after it keeps running) and read its results."""
@@ -372,9 +395,13 @@ class InFlight:
         flat, n = self.host.tolist(), len(self.seqs)
         if not self.is_spec:
             return [SeqResult([t]) for t in flat]
+        drafted = self.drafted or (True,) * n
         return [
             SeqResult(
-                flat[2 * i : 2 * i + 1 + flat[2 * n + i]], flat[2 * n + i], draft_token=flat[3 * n + i], drafted=True
+                flat[2 * i : 2 * i + 1 + flat[2 * n + i]],
+                flat[2 * n + i],
+                draft_token=flat[3 * n + i],
+                drafted=drafted[i],
             )
             for i in range(n)
         ]

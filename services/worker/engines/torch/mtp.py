@@ -25,6 +25,7 @@ from services.worker.engines.torch.model_runner import (
     SeqResult,
     last_rows,
     partial_chunks,
+    shift_back,
     token_logprobs,
 )
 from services.worker.engines.torch.sequence import Sequence
@@ -119,22 +120,16 @@ def _is_seeded(seqs: list[Sequence]) -> bool:
     return any(s.generator is not None and not s.is_greedy for s in seqs)
 
 
-def run_decode(
-    runner: ModelRunner, seqs: list[Sequence], choice: bool | None = None
-) -> tuple[list[SeqResult], bool, float | None]:
+def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> tuple[list[SeqResult], bool, float | None]:
     """An MTP step or a plain decode step, whichever the policy expects to emit more tokens per second.
 
     Returns the results, whether it drafted, and the share of real drafts accepted (None: none
-    verified); the caller records the whole step's wall time with them (`SpecPolicy.record`). `choice`:
-    the policy's choice when the caller already asked it for this step.
+    verified); the caller records the whole step's wall time with them (`SpecPolicy.record`).
     Batches with a seeded sampled request always draft, so its seed fixes its tokens.
     A plain step leaves the MTP layer's KV unwritten at its position: later drafts attend to a stale
     entry there (lower acceptance, never a wrong token: verification is exact).
     """
-    seeded = _is_seeded(seqs)
-    if choice is None and not seeded:
-        choice = runner.spec_policy.should_draft(batch_bucket(len(seqs)))
-    if not seeded and not choice:
+    if not _is_seeded(seqs) and not runner.spec_policy.should_draft(batch_bucket(len(seqs))):
         return runner.run_plain(seqs, is_prefill=False), False, None
     results = run_spec(runner, seqs)
     accepted = [r.num_accepted for r in results if r.drafted]
@@ -190,20 +185,30 @@ def verify_and_draft(
 
 def launch_spec(runner: ModelRunner, seqs: list[Sequence], prev: InFlight | None = None) -> InFlight:
     """An MTP step of greedy sequences whose results stay on the device (`ModelRunner.launch_decode`'s
-    overlap, for MTP), the whole step one CUDA graph (`greedy_spec`) where its shape is captured. With `prev`
-    (an MTP step not yet read) each sequence verifies prev's last emitted token and next draft, whose
-    positions depend on whether prev accepted its draft: the host prepares them as if it had (two past its
-    view), and the device moves rejected ones back by one. The rows' sampling must not depend on the host's
-    tokens (greedy, no penalties or suppression: `EngineCore` checks)."""
+    overlap, for MTP), the whole step one CUDA graph (`greedy_spec`) where its shape is captured.
+
+    With `prev` (a step not yet read): after an MTP step, each sequence verifies prev's last emitted token
+    and next draft, whose positions depend on whether prev accepted its draft: the host prepares them as if
+    it had (two past its view), and the device moves rejected ones back by one. After a plain step, each
+    verifies prev's token with itself as a placeholder draft (as `run_spec` does after plain steps: exact,
+    rarely accepted, not counted as a draft). Without `prev`, a sequence with no draft (after a plain step)
+    gets the same placeholder. The rows' sampling must not depend on the host's tokens (greedy, no
+    penalties or suppression: `EngineCore` checks)."""
     n = len(seqs)
+    drafted: tuple[bool, ...] | None = None
+    extra: tuple[Tensor, ...] = ()
     if prev is None:
-        step = runner.prepare(seqs, [[s.last_token, s.draft_token] for s in seqs])  # type: ignore[list-item]
-        drafts = torch.tensor([s.draft_token for s in seqs], dtype=torch.int64).to(runner.device, non_blocking=True)
-        extra: tuple[Tensor, ...] = ()
-    else:
-        assert prev.accepted is not None and prev.drafts is not None
+        drafted = tuple(s.draft_token is not None for s in seqs)
+        draft_list = [s.last_token if s.draft_token is None else s.draft_token for s in seqs]
+        step = runner.prepare(seqs, [[s.last_token, d] for s, d in zip(seqs, draft_list, strict=True)])
+        drafts = torch.tensor(draft_list, dtype=torch.int64).to(runner.device, non_blocking=True)
+    elif prev.accepted is not None and prev.drafts is not None:
         step = runner.prepare(seqs, [[s.last_token] * 2 for s in seqs], ahead=2)
         drafts, extra = prev.drafts, (prev.tokens, prev.accepted)
+    else:  # as if an MTP step had emitted (placeholder, prev's token) and accepted: no position moves back
+        step = runner.prepare(seqs, [[s.last_token] * 2 for s in seqs], ahead=1)
+        drafts, drafted = prev.tokens, (False,) * n
+        extra = (torch.stack([drafts, drafts], dim=1), torch.ones_like(drafts))
     num_pad = step.block_tables.shape[0] - n  # graph padding rows, which accept (and stay at position 0)
     if num_pad:
         drafts = F.pad(drafts, (0, num_pad))
@@ -214,7 +219,7 @@ def launch_spec(runner: ModelRunner, seqs: list[Sequence], prev: InFlight | None
     flat = runner.graphed("spec", functools.partial(greedy_spec, runner), inputs, step.use_graph)
     b = step.block_tables.shape[0]
     tokens, accepted, new_drafts = flat[: 2 * b].view(b, 2)[:n], flat[2 * b : 3 * b][:n], flat[3 * b :][:n]
-    return InFlight.launched(seqs, tokens, accepted, new_drafts, flat=None if num_pad else flat)
+    return InFlight.launched(seqs, tokens, accepted, new_drafts, None if num_pad else flat, drafted)
 
 
 def greedy_spec(
@@ -233,10 +238,7 @@ def greedy_spec(
     emitted token and each pair moves back one position where prev rejected its draft."""
     b = tables.shape[0]
     if prev_tokens is not None and prev_accepted is not None:
-        bs = runner.block_size
-        pos = pos - (1 - prev_accepted)[:, None].expand(b, 2).reshape(-1)
-        seq_of = torch.arange(2 * b, device=pos.device) // 2
-        slots = tables[seq_of, pos // bs] * bs + pos % bs
+        pos, slots = shift_back(pos, tables, prev_accepted, runner.block_size)
         last = prev_tokens.gather(1, prev_accepted[:, None]).squeeze(1)  # the bonus token, or the correction
         ids = torch.stack([last, drafts], dim=1).reshape(-1)
     hidden = runner.backbone(ids, pos, slots, tables, kernels=kernels)  # [2B, H]

@@ -24,9 +24,10 @@ switches, so where one mode is clearly better (the tiny model at batch 64 on the
 A prefill follows the choice too (`mtp.run_prefill`): where plain steps were chosen for the batch size a
 prompt joins, its prefill skips the MTP layer.
 
-A switch costs more than either mode's step (an overlapped engine drains its step ahead, and the first MTP step after
-plain ones has no draft to verify), so once a bucket has a mode it changes only when the other is `switch_margin`
-better: when the two are even (the tiny model on the H200 at b16 at an acceptance of ~0.66: plain 0.52 ms, MTP
+A switch costs more than either mode's step (the first MTP step after plain ones has no draft: it verifies a
+placeholder, and the plain steps left the MTP layer's KV stale at their positions; overlapped, a switch no longer
+drains the step ahead: `EngineCore._launch`), so once a bucket has a mode it changes only when the other is
+`switch_margin` better: when the two are even (the tiny model on the H200 at b16 at an acceptance of ~0.66: plain 0.52 ms, MTP
 0.86) the choice does not flip on noise.
 """
 
