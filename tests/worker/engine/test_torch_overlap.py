@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.model import load_mimo
+from services.worker.model.mimo import MiMoForCausalLM
 from tests.support.tokenizer_dirs import TINY_MIMO
 from tests.support.torch_engine import SMALL, greedy, make_core, random_model, random_prompts, run_all, tokens_of
 
@@ -105,14 +106,20 @@ def test_an_abort_or_an_arrival_while_a_step_is_in_flight(is_mtp: bool) -> None:
     assert core.blocks.num_free_blocks == core.blocks.num_blocks
 
 
-def test_overlapped_mtp_on_the_trained_tiny_model_accepts_and_keeps_the_greedy_tokens() -> None:
-    """The random model above rarely accepts a draft; tiny MiMo accepts about half on these prompts, so both
-    of a step ahead's cases (prev accepted: bonus token two positions on; rejected: the correction) run."""
+def tiny_requests(max_new_tokens: int) -> tuple[MiMoForCausalLM, list[GenerateInput], dict[tuple[str, int], list[int]]]:
+    """Tiny MiMo (fp32, CPU), three chat-ish greedy requests and the plain engine's tokens for them."""
     model = load_mimo(TINY_MIMO, "cpu", torch.float32)
     tokenizer = Tokenizer.from_file(str(TINY_MIMO / "tokenizer.json"))
     texts = ["What is 12 + 7?", "Write a function that adds two numbers.", "Tell me about the sea."]
-    reqs = [GenerateInput(f"t{i}", tuple(tokenizer.encode(t).ids), greedy(24)) for i, t in enumerate(texts)]
+    reqs = [GenerateInput(f"t{i}", tuple(tokenizer.encode(t).ids), greedy(max_new_tokens)) for i, t in enumerate(texts)]
     plain = {key: tokens_of(chunks) for key, chunks in run_all(make_core(model, is_mtp=False), reqs).items()}
+    return model, reqs, plain
+
+
+def test_overlapped_mtp_on_the_trained_tiny_model_accepts_and_keeps_the_greedy_tokens() -> None:
+    """The random model above rarely accepts a draft; tiny MiMo accepts about half on these prompts, so both
+    of a step ahead's cases (prev accepted: bonus token two positions on; rejected: the correction) run."""
+    model, reqs, plain = tiny_requests(24)
     core = make_core(model, is_mtp=True, overlap_decode=True)
     core.runner.spec_policy.mode = "always"
     assert {key: tokens_of(chunks) for key, chunks in run_all(core, reqs).items()} == plain
@@ -166,11 +173,7 @@ def test_switches_between_mtp_and_plain_steps_stay_overlapped() -> None:
     its draft); an MTP step after a plain step verifies a placeholder draft (the token itself). The policy
     flips here every few steps (probes every 2 choices); the tokens stay the plain engine's, and the step
     ahead is never missing while every stream has room for it."""
-    model = load_mimo(TINY_MIMO, "cpu", torch.float32)
-    tokenizer = Tokenizer.from_file(str(TINY_MIMO / "tokenizer.json"))
-    texts = ["What is 12 + 7?", "Write a function that adds two numbers.", "Tell me about the sea."]
-    reqs = [GenerateInput(f"t{i}", tuple(tokenizer.encode(t).ids), greedy(40)) for i, t in enumerate(texts)]
-    plain = {key: tokens_of(chunks) for key, chunks in run_all(make_core(model, is_mtp=False), reqs).items()}
+    model, reqs, plain = tiny_requests(40)
     core = make_core(model, is_mtp=True, overlap_decode=True)
     policy = core.runner.spec_policy
     policy.probe_every = policy.max_probe_every = 2
