@@ -158,8 +158,7 @@ class ModelRunner:
         """The backbone over the step's tokens: final-normed hidden states [N, H] (N includes padding)."""
         inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
         if self.graphs is not None and step.use_graph:
-            key = ("target", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
-            return self.graphs.run(key, self.backbone, inputs)
+            return self.graphed("target", self.backbone, inputs, True)
         return self.backbone(
             *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks, self.eager
         )
@@ -168,8 +167,7 @@ class ModelRunner:
         """The MTP layer at the step's positions t, from hidden h_t [N, H] and tokens x_{t+1} [N] -> [N, H]."""
         inputs = (hidden, next_ids, step.positions, step.slot_mapping, step.block_tables)
         if self.graphs is not None and step.use_graph:
-            key = ("mtp", self.use_kernels, step.input_ids.shape[0], *step.block_tables.shape)
-            return self.graphs.run(key, self.mtp_backbone, inputs)
+            return self.graphed("mtp", self.mtp_backbone, inputs, True)
         return self.mtp_backbone(
             *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks, self.eager
         )
@@ -292,12 +290,9 @@ class ModelRunner:
         n, after_spec = len(seqs), prev is not None and prev.is_spec
         step = self.prepare(seqs, [[s.last_token] for s in seqs], ahead=0 if prev is None else 1 + after_spec)
         if all(s.is_greedy for s in seqs):  # the whole step one graph (where its shape is captured)
-            num_pad = step.block_tables.shape[0] - n
             inputs: tuple[Tensor, ...] = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
-            if prev is not None and prev.accepted is not None:  # padding rows accept: they stay at position 0
-                inputs += (F.pad(prev.tokens, (0, 0, 0, num_pad)), F.pad(prev.accepted, (0, num_pad), value=1))
-            elif prev is not None:
-                inputs += (F.pad(prev.tokens, (0, num_pad)),)
+            if prev is not None:
+                inputs += prev.padded(step.block_tables.shape[0])[:2]
             return InFlight.launched(seqs, self.graphed("decode", self.greedy_decode, inputs, step.use_graph)[:n])
         assert not after_spec, "a sampled row after an MTP step needs the host's tokens"
         if prev is not None:
@@ -319,20 +314,24 @@ class ModelRunner:
         """A greedy decode step without host syncs: next tokens [B]. `prev_tokens` [B]: the tokens fed instead
         of `ids`; with `prev_accepted` [B], an MTP step's tokens [B, 2], of which each row feeds its last."""
         if prev_tokens is not None and prev_accepted is not None:
-            pos, slots = shift_back(pos, tables, prev_accepted, self.block_size)
-            prev_tokens = prev_tokens.gather(1, prev_accepted[:, None]).squeeze(1)
+            pos, slots, prev_tokens = after_spec(pos, tables, prev_tokens, prev_accepted, self.block_size)
         hidden = self.backbone(ids if prev_tokens is None else prev_tokens, pos, slots, tables, kernels=kernels)
         return self.logits(hidden).float().argmax(-1)
 
 
-def shift_back(pos: Tensor, tables: Tensor, accepted: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
-    """Positions [B*T] (T per sequence) prepared as if the previous MTP step accepted its draft, moved back one
-    where it did not (`accepted` [B], 0/1), and their slots (device ops only: graph-capturable)."""
+def after_spec(
+    pos: Tensor, tables: Tensor, tokens: Tensor, accepted: Tensor, block_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A step after an MTP step not yet read (`tokens` [B, 2], `accepted` [B] 0/1): its positions [B*T] (T per
+    sequence), prepared as if that step accepted its draft, moved back one where it did not; their slots; and
+    the token each sequence feeds first, the last that step emitted (the bonus token, or the correction).
+    Device ops only: graph-capturable."""
     num_seqs = tables.shape[0]
     per_seq = pos.shape[0] // num_seqs
     pos = pos - (1 - accepted)[:, None].expand(num_seqs, per_seq).reshape(-1)
     seq_of = torch.arange(pos.shape[0], device=pos.device) // per_seq
-    return pos, tables[seq_of, pos // block_size] * block_size + pos % block_size
+    last = tokens.gather(1, accepted[:, None]).squeeze(1)
+    return pos, tables[seq_of, pos // block_size] * block_size + pos % block_size, last
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +377,21 @@ class InFlight:
     @property
     def is_spec(self) -> bool:
         return self.accepted is not None
+
+    def padded(self, num_rows: int) -> tuple[Tensor, ...]:
+        """The device results as a next step's graph inputs, padded to its `num_rows` (no copy when none are
+        padding): plain, (tokens,); MTP, (tokens, accepted, drafts), padding rows accepting (they stay at
+        position 0)."""
+        num_pad = num_rows - len(self.seqs)
+        if self.accepted is None or self.drafts is None:
+            return (F.pad(self.tokens, (0, num_pad)) if num_pad else self.tokens,)
+        if not num_pad:
+            return self.tokens, self.accepted, self.drafts
+        return (
+            F.pad(self.tokens, (0, 0, 0, num_pad)),
+            F.pad(self.accepted, (0, num_pad), value=1),
+            F.pad(self.drafts, (0, num_pad)),
+        )
 
     def rows(self, kept: list[int]) -> InFlight:
         """The device results of the sequences at `kept`: a step ahead's `prev` once others dropped out (only

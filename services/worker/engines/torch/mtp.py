@@ -23,9 +23,9 @@ from services.worker.engines.torch.model_runner import (
     InFlight,
     ModelRunner,
     SeqResult,
+    after_spec,
     last_rows,
     partial_chunks,
-    shift_back,
     token_logprobs,
 )
 from services.worker.engines.torch.sequence import Sequence
@@ -202,24 +202,21 @@ def launch_spec(runner: ModelRunner, seqs: list[Sequence], prev: InFlight | None
         draft_list = [s.last_token if s.draft_token is None else s.draft_token for s in seqs]
         step = runner.prepare(seqs, [[s.last_token, d] for s, d in zip(seqs, draft_list, strict=True)])
         drafts = torch.tensor(draft_list, dtype=torch.int64).to(runner.device, non_blocking=True)
-    elif prev.accepted is not None and prev.drafts is not None:
+        if step.block_tables.shape[0] > n:  # graph padding rows
+            drafts = F.pad(drafts, (0, step.block_tables.shape[0] - n))
+    elif prev.is_spec:
         step = runner.prepare(seqs, [[s.last_token] * 2 for s in seqs], ahead=2)
-        drafts, extra = prev.drafts, (prev.tokens, prev.accepted)
+        tokens, accepted, drafts = prev.padded(step.block_tables.shape[0])
+        extra = (tokens, accepted)
     else:  # as if an MTP step had emitted (placeholder, prev's token) and accepted: no position moves back
         step = runner.prepare(seqs, [[s.last_token] * 2 for s in seqs], ahead=1)
-        drafts, drafted = prev.tokens, (False,) * n
+        (drafts,), drafted = prev.padded(step.block_tables.shape[0]), (False,) * n
         extra = (torch.stack([drafts, drafts], dim=1), torch.ones_like(drafts))
-    num_pad = step.block_tables.shape[0] - n  # graph padding rows, which accept (and stay at position 0)
-    if num_pad:
-        drafts = F.pad(drafts, (0, num_pad))
-        if extra:
-            prev_tokens, prev_accepted = extra
-            extra = (F.pad(prev_tokens, (0, 0, 0, num_pad)), F.pad(prev_accepted, (0, num_pad), value=1))
     inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables, drafts, *extra)
     flat = runner.graphed("spec", functools.partial(greedy_spec, runner), inputs, step.use_graph)
     b = step.block_tables.shape[0]
     tokens, accepted, new_drafts = flat[: 2 * b].view(b, 2)[:n], flat[2 * b : 3 * b][:n], flat[3 * b :][:n]
-    return InFlight.launched(seqs, tokens, accepted, new_drafts, None if num_pad else flat, drafted)
+    return InFlight.launched(seqs, tokens, accepted, new_drafts, None if b > n else flat, drafted)
 
 
 def greedy_spec(
@@ -238,8 +235,7 @@ def greedy_spec(
     emitted token and each pair moves back one position where prev rejected its draft."""
     b = tables.shape[0]
     if prev_tokens is not None and prev_accepted is not None:
-        pos, slots = shift_back(pos, tables, prev_accepted, runner.block_size)
-        last = prev_tokens.gather(1, prev_accepted[:, None]).squeeze(1)  # the bonus token, or the correction
+        pos, slots, last = after_spec(pos, tables, prev_tokens, prev_accepted, runner.block_size)
         ids = torch.stack([last, drafts], dim=1).reshape(-1)
     hidden = runner.backbone(ids, pos, slots, tables, kernels=kernels)  # [2B, H]
     tokens = runner.logits(hidden).float().argmax(-1).view(b, 2)
