@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch.core import EngineCore
+from services.worker.model import load_mimo
+from tests.support.tokenizer_dirs import TINY_MIMO
 from tests.support.torch_engine import (
     SMALL,
     greedy,
@@ -35,6 +38,29 @@ def test_graphs_and_mtp_on_cuda_keep_the_cpu_greedy_tokens() -> None:
             core = make_core(gpu_model, is_mtp=is_mtp, use_cuda_graphs=graphs, overlap_decode=overlap)
             assert outputs(core, requests) == reference, f"mtp={is_mtp} overlap={overlap} graphs={graphs}"
             assert (core.runner.graphs is not None and len(core.runner.graphs) > 0) == graphs
+
+
+def test_overlapped_switches_in_padded_graphs_keep_the_cpu_greedy_tokens() -> None:
+    """Tiny MiMo (fp32; it accepts about half its drafts), the MTP policy flipping every few steps (probes every
+    2 choices) while streams of different lengths finish: steps ahead of both modes after both modes, replayed
+    from graphs whose batch holds padding rows (3 streams in a graph of 4, then 2, then 1). The tokens stay the
+    CPU plain engine's."""
+    tokenizer = Tokenizer.from_file(str(TINY_MIMO / "tokenizer.json"))
+    texts = ["What is 12 + 7?", "Write a function that adds two numbers.", "Tell me about the sea."]
+    requests = [
+        GenerateInput(f"t{i}", tuple(tokenizer.encode(t).ids), greedy(24 + 12 * i)) for i, t in enumerate(texts)
+    ]
+    reference = outputs(make_core(load_mimo(TINY_MIMO, "cpu", torch.float32), is_mtp=False), requests)
+    core = make_core(load_mimo(TINY_MIMO, "cuda", torch.float32), is_mtp=True, overlap_decode=True)
+    policy = core.runner.spec_policy
+    policy.probe_every = policy.max_probe_every = 2
+    assert outputs(core, requests) == reference
+    keys = list(core.runner.graphs.graphs) if core.runner.graphs is not None else []
+    # Plain steps were replayed after MTP steps (their inputs hold that step's tokens [B, 2] and acceptance), and
+    # MTP steps after a step ahead in the padded graph of 4 (3 streams).
+    assert any(k[0] == "decode" and len(k) == 8 for k in keys), keys
+    assert any(k[0] == "spec" and len(k) == 9 and k[2][0] == 4 * 2 for k in keys), keys
+    assert 0 < core.num_accepted_tokens < core.num_draft_tokens
 
 
 def test_seeded_sampling_with_mtp_on_cuda_repeats() -> None:
