@@ -7,6 +7,7 @@ skipped where neither is available (CI has no Triton: there the exact path is th
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -146,6 +147,35 @@ def test_rowwise_gemv_gives_each_row_the_same_bits_whatever_the_other_rows() -> 
                 assert torch.equal(together[i], alone[i]), (
                     f"row {i} of {rows} differs from its row alone (N {n}, K {k})"
                 )
+
+
+@pytest.mark.parametrize("context", [300, 511, 512, 2000])
+def test_a_decode_row_has_the_same_bits_whatever_the_batch_the_table_and_a_verify(context: int) -> None:
+    """Greedy MTP on == off rests on it: a decoding sequence's attention is bitwise the same alone and in a
+    batch of 64 (an MTP engine's batch shrinks as streams finish, a plain one's does not), with its block table
+    padded wider (a step prepared two positions ahead may take the next column bucket), and as the first row of
+    an MTP verify (its draft's key masked; at 512 the draft's key opens a new split)."""
+    from services.worker.engines.torch.kernels.paged_attention import paged_attention
+
+    gen = torch.Generator().manual_seed(context)
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    block_size, num_ctx = 16, [context + 1, *torch.randint(100, 3000, (63,), generator=gen).tolist()]
+    q, k_cache, v_cache, tables = (t.to(dtype) if t.is_floating_point() else t for t in
+                                   build_case(gen, 64, block_size, [1] * 64, num_ctx))  # fmt: skip
+    draft_q = torch.randn(1, *q.shape[1:], generator=gen).to(DEVICE, dtype)
+
+    def attend(q, tables, seq_lens, max_q_len):
+        starts = [0, *itertools.accumulate([max_q_len] * len(seq_lens))]
+        return paged_attention(q, k_cache, v_cache, tables, torch.tensor(starts, device=DEVICE),
+                               torch.tensor(seq_lens, device=DEVICE), block_size, max_q_len, 132)  # fmt: skip
+
+    seq_lens = [context, *num_ctx[1:]]
+    batch = attend(q, tables, seq_lens, 1)[0]
+    alone = attend(q[:1], tables[:1], [context], 1)[0]
+    wider = attend(q[:1], F.pad(tables[:1], (0, 3 * tables.shape[1]), value=int(tables[0, -1])), [context], 1)[0]
+    verify = attend(torch.cat([q[:1], draft_q]), tables[:1], [context + 1], 2)[0]
+    for name, got in (("alone", alone), ("in a wider table", wider), ("as a verify's first row", verify)):
+        assert torch.equal(got, batch), f"the row {name} differs from the row in a batch of 64 (context {context})"
 
 
 def test_rope_and_store_matches_the_exact_layer_path() -> None:

@@ -56,6 +56,12 @@ def tiles_for(dtype: torch.dtype) -> Tiles:
 
 
 DECODE_ROWS = 16  # query rows per program of decode and verify (a sequence's new tokens x heads per kv head)
+# Decode and verify split each context into pieces of this many keys, merged by log-sum-exp. A fixed size (not a
+# number of splits sized to fill the GPU) sums each query row's keys in the same order whatever the batch, the
+# block table's width and the other rows: an MTP step's verify rows (2 a sequence, in a batch that shrinks as
+# streams finish, its table a column bucket wider near a boundary) give plain decode's bits, so greedy MTP on
+# stays == off in bf16 (splits fitted to the batch parted them late in long runs). Empty splits add exact zeros.
+DECODE_SPLIT = 256
 
 
 def rows_per_block(max_q_len: int, rep: int, tiles: Tiles) -> int:
@@ -93,7 +99,7 @@ def plan(
     num_mapped: int | None = None,
     can_split: bool = True,
 ) -> Plan:
-    """Decode/verify: 16 query rows and enough splits to fill the GPU. Prefill/extend: `tiles`, and the
+    """Decode/verify: 16 query rows, the context in `DECODE_SPLIT`-key splits. Prefill/extend: `tiles`, and the
     context split in up to 16 pieces of >= 1,024 keys while the programs number under 8 per SM (a short
     chunk against a long context: few programs, each a long loop). `num_mapped`: programs of a query map;
     not `can_split`: one split (a launch whose rows another launch's merge would overwrite)."""
@@ -102,11 +108,10 @@ def plan(
     block_n = 64 if is_decode else tiles.block_n
     num_q_blocks = triton.cdiv(max_q_len * rep, block_m)
     programs = num_kv_heads * (num_seqs * num_q_blocks if num_mapped is None else num_mapped)
-    max_splits = triton.cdiv(max_context, block_n)
     if not can_split:
         num_splits = 1
-    elif is_decode:
-        num_splits = max(1, min(max_splits, triton.cdiv(2 * num_sms, programs), 64))
+    elif is_decode:  # fixed-size splits: `DECODE_SPLIT`
+        return Plan(block_m, block_n, triton.cdiv(max_context, DECODE_SPLIT), DECODE_SPLIT, num_q_blocks, 4, 2)
     else:
         num_splits = max(1, min(triton.cdiv(max_context, 1024), 8 * num_sms // programs, 16))
     split_tokens = triton.cdiv(triton.cdiv(max_context, num_splits), block_n) * block_n
@@ -233,18 +238,19 @@ def _merge_kernel(
     n = tl.program_id(0)
     head = tl.program_id(1)
     splits = tl.arange(0, SPLITS_P2)
-    ok = splits < NUM_SPLITS
-    lse = tl.load(lse_ptr + splits * stride_ls + n * stride_ln + head, mask=ok, other=float("-inf"))
+    lse = tl.load(lse_ptr + splits * stride_ls + n * stride_ln + head, mask=splits < NUM_SPLITS, other=float("-inf"))
     top = tl.max(lse, 0)
     top = tl.where(top == float("-inf"), 0.0, top)
-    weight = tl.exp2(lse - top)
-    weight = weight / tl.maximum(tl.sum(weight, 0), 1e-30)
     dims = tl.arange(0, D)
-    part = tl.load(
-        part_ptr + splits[:, None] * stride_ps + n * stride_pn + head * D + dims[None, :], mask=ok[:, None], other=0.0
-    )
-    out = tl.sum(part * weight[:, None], 0)
-    tl.store(out_ptr + n * stride_on + head * D + dims, out.to(out_ptr.dtype.element_ty))
+    acc = tl.zeros([D], dtype=tl.float32)
+    total = tl.zeros([D], dtype=tl.float32)
+    # Split by split, in order: the splits past a row's keys (lse -inf, part 0) add exact zeros, so the row's
+    # bits do not depend on how many splits its launch has (`DECODE_SPLIT`).
+    for split in range(NUM_SPLITS):
+        weight = tl.exp2(tl.load(lse_ptr + split * stride_ls + n * stride_ln + head) - top)
+        total += weight
+        acc += weight * tl.load(part_ptr + split * stride_ps + n * stride_pn + head * D + dims)
+    tl.store(out_ptr + n * stride_on + head * D + dims, (acc / tl.maximum(total, 1e-30)).to(out_ptr.dtype.element_ty))
 
 
 def paged_attention(
