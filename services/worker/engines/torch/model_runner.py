@@ -157,7 +157,7 @@ class ModelRunner:
     def forward(self, step: StepTensors) -> Tensor:
         """The backbone over the step's tokens: final-normed hidden states [N, H] (N includes padding)."""
         inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
-        if self.graphs is not None and step.use_graph:
+        if step.use_graph:  # (only where graphs are on: `prepare`)
             return self.graphed("target", self.backbone, inputs, True)
         return self.backbone(
             *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks, self.eager
@@ -166,7 +166,7 @@ class ModelRunner:
     def mtp_forward(self, hidden: Tensor, next_ids: Tensor, step: StepTensors) -> Tensor:
         """The MTP layer at the step's positions t, from hidden h_t [N, H] and tokens x_{t+1} [N] -> [N, H]."""
         inputs = (hidden, next_ids, step.positions, step.slot_mapping, step.block_tables)
-        if self.graphs is not None and step.use_graph:
+        if step.use_graph:  # (only where graphs are on: `prepare`)
             return self.graphed("mtp", self.mtp_backbone, inputs, True)
         return self.mtp_backbone(
             *inputs, step.pad_index, step.unpad_index, step.query_start, step.max_query_len, step.q_blocks, self.eager
@@ -316,7 +316,7 @@ class ModelRunner:
         if prev_tokens is not None and prev_accepted is not None:
             pos, slots, prev_tokens = after_spec(pos, tables, prev_tokens, prev_accepted, self.block_size)
         hidden = self.backbone(ids if prev_tokens is None else prev_tokens, pos, slots, tables, kernels=kernels)
-        return self.logits(hidden).float().argmax(-1)
+        return self.logits(hidden).argmax(-1)
 
 
 def after_spec(

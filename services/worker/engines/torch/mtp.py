@@ -238,10 +238,10 @@ def greedy_spec(
         pos, slots, last = after_spec(pos, tables, prev_tokens, prev_accepted, runner.block_size)
         ids = torch.stack([last, drafts], dim=1).reshape(-1)
     hidden = runner.backbone(ids, pos, slots, tables, kernels=kernels)  # [2B, H]
-    tokens = runner.logits(hidden).float().argmax(-1).view(b, 2)
+    tokens = runner.logits(hidden).argmax(-1).view(b, 2)
     accepted = (tokens[:, 0] == drafts).long()
     # MTP pairs: accepted -> (h_t, draft), (h_t+1, bonus); rejected -> (h_t, corrected), then a dead row.
     mtp_hidden = runner.mtp_backbone(hidden, tokens.reshape(-1), pos, slots, tables, kernels=kernels)
     pick = torch.arange(b, device=pos.device) * 2 + accepted
-    new_drafts = runner.logits(mtp_hidden[pick]).float().argmax(-1)
+    new_drafts = runner.logits(mtp_hidden[pick]).argmax(-1)
     return torch.cat([tokens.reshape(-1), accepted, new_drafts])
