@@ -7,12 +7,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from tokenizers import Tokenizer
 
 from services.worker.engine_api import GenerateInput, OutputChunk, SamplingConfig
 from services.worker.engines.sim.synthetic_model import write_synthetic_model
 from services.worker.engines.torch import TorchEngine, TorchEngineConfig
 from services.worker.engines.torch.core import CoreConfig, EngineCore
 from services.worker.model.mimo import MiMoConfig, MiMoForCausalLM
+from tests.support.tokenizer_dirs import TINY_MIMO
 
 SMALL = MiMoConfig(
     vocab_size=97,
@@ -75,6 +77,13 @@ def make_core(
     cfg = CoreConfig(num_blocks=num_blocks, block_size=block_size, is_mtp_enabled=is_mtp,
                      max_context_length=model.config.max_position_embeddings, **kw)  # fmt: skip
     return EngineCore(model, cfg)
+
+
+def tiny_chat_prompts() -> list[tuple[int, ...]]:
+    """Three chat-ish prompts in tiny MiMo's tokens (it accepts about half its drafts on them)."""
+    tokenizer = Tokenizer.from_file(str(TINY_MIMO / "tokenizer.json"))
+    texts = ["What is 12 + 7?", "Write a function that adds two numbers.", "Tell me about the sea."]
+    return [tuple(tokenizer.encode(t).ids) for t in texts]
 
 
 def greedy(max_new: int, **kw) -> SamplingConfig:

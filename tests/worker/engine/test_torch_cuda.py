@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer
 
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch.core import EngineCore
@@ -17,6 +16,7 @@ from tests.support.torch_engine import (
     random_model,
     random_prompts,
     run_all,
+    tiny_chat_prompts,
     tokens_of,
 )
 
@@ -45,11 +45,7 @@ def test_overlapped_switches_in_padded_graphs_keep_the_cpu_greedy_tokens() -> No
     2 choices) while streams of different lengths finish: steps ahead of both modes after both modes, replayed
     from graphs whose batch holds padding rows (3 streams in a graph of 4, then 2, then 1). The tokens stay the
     CPU plain engine's."""
-    tokenizer = Tokenizer.from_file(str(TINY_MIMO / "tokenizer.json"))
-    texts = ["What is 12 + 7?", "Write a function that adds two numbers.", "Tell me about the sea."]
-    requests = [
-        GenerateInput(f"t{i}", tuple(tokenizer.encode(t).ids), greedy(24 + 12 * i)) for i, t in enumerate(texts)
-    ]
+    requests = [GenerateInput(f"t{i}", p, greedy(24 + 12 * i)) for i, p in enumerate(tiny_chat_prompts())]
     reference = outputs(make_core(load_mimo(TINY_MIMO, "cpu", torch.float32), is_mtp=False), requests)
     core = make_core(load_mimo(TINY_MIMO, "cuda", torch.float32), is_mtp=True, overlap_decode=True)
     policy = core.runner.spec_policy

@@ -11,13 +11,21 @@ import itertools
 
 import pytest
 import torch
-from tokenizers import Tokenizer
 
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.model import load_mimo
 from services.worker.model.mimo import MiMoForCausalLM
 from tests.support.tokenizer_dirs import TINY_MIMO
-from tests.support.torch_engine import SMALL, greedy, make_core, random_model, random_prompts, run_all, tokens_of
+from tests.support.torch_engine import (
+    SMALL,
+    greedy,
+    make_core,
+    random_model,
+    random_prompts,
+    run_all,
+    tiny_chat_prompts,
+    tokens_of,
+)
 
 MODEL = random_model()
 
@@ -109,9 +117,7 @@ def test_an_abort_or_an_arrival_while_a_step_is_in_flight(is_mtp: bool) -> None:
 def tiny_requests(max_new_tokens: int) -> tuple[MiMoForCausalLM, list[GenerateInput], dict[tuple[str, int], list[int]]]:
     """Tiny MiMo (fp32, CPU), three chat-ish greedy requests and the plain engine's tokens for them."""
     model = load_mimo(TINY_MIMO, "cpu", torch.float32)
-    tokenizer = Tokenizer.from_file(str(TINY_MIMO / "tokenizer.json"))
-    texts = ["What is 12 + 7?", "Write a function that adds two numbers.", "Tell me about the sea."]
-    reqs = [GenerateInput(f"t{i}", tuple(tokenizer.encode(t).ids), greedy(max_new_tokens)) for i, t in enumerate(texts)]
+    reqs = [GenerateInput(f"t{i}", p, greedy(max_new_tokens)) for i, p in enumerate(tiny_chat_prompts())]
     plain = {key: tokens_of(chunks) for key, chunks in run_all(make_core(model, is_mtp=False), reqs).items()}
     return model, reqs, plain
 
