@@ -56,6 +56,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--eager", action="store_true", help="also time our engine without CUDA graphs")
     p.add_argument("--ab", action="store_true", help="also time our engine with graphs but no compiled kernels")
     p.add_argument("--attn-ab", action="store_true", help="also time the exact (gather + SDPA) attention path")
+    p.add_argument("--lazy-ab", action="store_true", help="also time graphs captured on first sight, not at start")
     p.add_argument("--mtp-layer", action="store_true", help="--random 7b: add MiMo's MTP layer (random weights)")
     p.add_argument("--max-batch-tokens", type=int, default=8192, help="per-step token budget (chunked prefill)")
     p.add_argument("--ttft-prompt", type=int, default=0, help="CUDA: TTFT of a prompt this long beside streams")
@@ -171,10 +172,12 @@ class OurRounds:
         exact_attention: bool = False,
         max_batch_tokens: int = 8192,
         mode: str = "auto",
+        capture_at_start: bool = True,
     ) -> None:
         self.model, self.prompts_of, self.new_tokens = model, prompts_of, new_tokens
         self.is_mtp, self.graphs, self.compiled = is_mtp, graphs, compiled
         self.exact_attention, self.max_batch_tokens = exact_attention, max_batch_tokens
+        self.capture_at_start = capture_at_start
         self.policy_mode = "always" if mode == "always" else "auto"
         self.core: EngineCore | None = None
         self.outputs: dict[str, list[int]] = {}  # the last round's tokens per request
@@ -186,7 +189,7 @@ class OurRounds:
             blocks = sum(-(-(len(p) + self.new_tokens + 2) // 16) for p in prompts) + 8  # no preemption
             cfg = CoreConfig(num_blocks=blocks, max_running_requests=max(64, len(prompts)), is_mtp_enabled=self.is_mtp,
                              use_cuda_graphs=self.graphs, compile_kernels=self.compiled, max_context_length=self.model.config.max_position_embeddings,
-                             max_batch_tokens=self.max_batch_tokens)  # fmt: skip
+                             max_batch_tokens=self.max_batch_tokens, capture_at_start=self.capture_at_start)  # fmt: skip
             self.core = EngineCore(self.model, cfg)
             if self.exact_attention:
                 self.core.runner.use_kernels = False
@@ -308,9 +311,10 @@ def bench_batch(model: MiMoForCausalLM, hf, args: argparse.Namespace, batch: int
         variants += [(" no-compile", True, False)] if is_cuda and args.ab else []
         variants += [(" eager", False, False)] if is_cuda and args.eager else []
         variants += [(" exact-attn", is_cuda, is_cuda)] if args.attn_ab else []
+        variants += [(" lazy-graphs", True, True)] if is_cuda and args.lazy_ab else []
         for suffix, graphs, compiled in variants:
             rounds = OurRounds(model, prompts, args.new_tokens, mode != "off", graphs, compiled,
-                               suffix == " exact-attn", args.max_batch_tokens, mode)  # fmt: skip
+                               suffix == " exact-attn", args.max_batch_tokens, mode, suffix != " lazy-graphs")  # fmt: skip
             configs.append((f"ours MTP {mode}{suffix}", rounds))
     if hf is not None:
         configs.append(("HF generate", partial(time_hf, hf, prompts, args.new_tokens)))
@@ -442,10 +446,11 @@ def mtp_step_cost(results: list[Result]) -> None:
                 print(f"mtp step cost batch {r.batch}: {ratio:.3f}x a plain decode step; at acceptance 0.9 "
                       f"MTP would give {1.9 / ratio:.2f}x the tokens/s", flush=True)  # fmt: skip
     for r in results:
-        if r.name == "ours MTP on":
-            off = next((o for o in results if o.batch == r.batch and o.name == "ours MTP off"), None)
+        if r.name.startswith("ours MTP on"):  # against the MTP-off engine of the same variant
+            suffix = r.name.removeprefix("ours MTP on")
+            off = next((o for o in results if o.batch == r.batch and o.name == f"ours MTP off{suffix}"), None)
             if off is not None:
-                print(f"mtp on/off batch {r.batch}: {r.tokens_per_s / off.tokens_per_s:.3f}", flush=True)
+                print(f"mtp on/off{suffix} batch {r.batch}: {r.tokens_per_s / off.tokens_per_s:.3f}", flush=True)
 
 
 def serving_sections(model: MiMoForCausalLM, hf, args: argparse.Namespace, bandwidth: float) -> None:

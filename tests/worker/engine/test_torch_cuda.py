@@ -7,6 +7,7 @@ import torch
 
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch.core import EngineCore
+from services.worker.engines.torch.cuda_graphs import GraphCache
 from services.worker.model import load_mimo
 from tests.support.tokenizer_dirs import TINY_MIMO
 from tests.support.torch_engine import (
@@ -57,6 +58,41 @@ def test_overlapped_switches_in_padded_graphs_keep_the_cpu_greedy_tokens() -> No
     assert any(k[0] == "decode" and len(k) == 8 for k in keys), keys
     assert any(k[0] == "spec" and len(k) == 9 and k[2][0] == 4 * 2 for k in keys), keys
     assert 0 < core.num_accepted_tokens < core.num_draft_tokens
+
+
+def test_the_graphs_captured_at_start_serve_a_batch_shrinking_through_every_bucket() -> None:
+    """Eight streams of tiny MiMo finishing one by one (batch buckets 8, 4, 2, 1), greedy and then sampled, plain
+    and MTP: every graph an engine without start-up capture records on the way was already captured when the
+    engine started, so no step stalls on a capture mid-stream, and the greedy tokens are the same."""
+    model = load_mimo(TINY_MIMO, "cuda", torch.float32)
+    prompts = tiny_chat_prompts()
+    greedy_reqs = [GenerateInput(f"g{i}", prompts[i % 3], greedy(4 + 8 * i)) for i in range(8)]
+    sampled = [GenerateInput(f"s{i}", prompts[i % 3], SamplingConfig(temperature=0.8, max_new_tokens=4 + 8 * i))
+               for i in range(8)]  # fmt: skip
+    for is_mtp in (False, True):
+        cores = [make_core(model, is_mtp=is_mtp, block_size=16, max_running_requests=8, capture_at_start=at_start)
+                 for at_start in (False, True)]  # fmt: skip
+        graphs = [core.runner.graphs for core in cores]
+        assert graphs[0] is not None and graphs[1] is not None
+        assert len(graphs[0]) == 0 and len(graphs[1]) > 0
+        started = set(graphs[1].graphs)
+        tokens = [outputs(core, greedy_reqs) for core in cores]
+        assert tokens[0] == tokens[1], f"mtp={is_mtp}"
+        for core in cores:
+            run_all(core, sampled)
+        lazy = set(graphs[0].graphs)
+        assert {k[0] for k in lazy} >= ({"decode", "target", "spec", "mtp"} if is_mtp else {"decode", "target"})
+        assert lazy <= started and set(graphs[1].graphs) == started, f"mtp={is_mtp}: {lazy - started}"
+
+
+def test_a_full_graph_cache_evicts_the_least_recently_replayed() -> None:
+    cache, x = GraphCache(max_graphs=2), torch.arange(4.0, device="cuda")
+    double, square = (lambda t: t * 2), (lambda t: t * t)
+    assert cache.run("double", double, (x,)).tolist() == [0, 2, 4, 6]
+    assert cache.run("square", square, (x,)).tolist() == [0, 1, 4, 9]
+    assert cache.run("double", double, (x + 1,)).tolist() == [2, 4, 6, 8]  # replayed: "square" is now the oldest
+    assert cache.run("plus", lambda t: t + 1, (x,)).tolist() == [1, 2, 3, 4]
+    assert list(cache.graphs) == ["double", "plus"]
 
 
 def test_seeded_sampling_with_mtp_on_cuda_repeats() -> None:

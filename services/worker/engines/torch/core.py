@@ -62,6 +62,7 @@ class CoreConfig:
     max_batch_tokens: int = 8192
     is_mtp_enabled: bool = True
     use_cuda_graphs: bool = True
+    capture_at_start: bool = True  # the decode graphs of every batch bucket, before the first request
     compile_kernels: bool = True  # CUDA only: torch.compile the layers' elementwise pieces
     overlap_decode: bool | None = None  # launch each plain decode step before reading the last (None: on CUDA)
     max_context_length: int = 32768
@@ -95,6 +96,12 @@ class EngineCore:
         self._last_decode: float | None = None  # when the last decode step's results were read (MTP timing)
         self._last_mode: bool | None = None  # whether that step drafted
         self._num_launched = 0  # decode steps launched since then
+        if cfg.capture_at_start:
+            with torch.inference_mode():
+                if self.is_mtp:
+                    mtp.capture_graphs(self.runner, cfg.max_running_requests)
+                else:
+                    self.runner.capture_graphs(cfg.max_running_requests, with_mtp=False)
 
     @property
     def capacity_tokens(self) -> int:

@@ -6,7 +6,8 @@ replayed graph of the whole forward is what brings it near the HBM roofline.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,11 @@ from torch import Tensor
 def batch_bucket(num_seqs: int) -> int:
     """Graphs exist for power-of-two batch sizes; a batch is padded up to the next one."""
     return 1 << max(0, num_seqs - 1).bit_length()
+
+
+def batch_buckets(max_batch: int) -> Iterator[int]:
+    """Every batch bucket up to the one `max_batch` pads to: 1, 2, 4, ..."""
+    return (1 << i for i in range(batch_bucket(max_batch).bit_length()))
 
 
 def column_bucket(num_blocks: int, minimum: int = 8) -> int:
@@ -36,10 +42,13 @@ class GraphCache:
     `fn` must be a pure function of its tensor inputs and the model's persistent state (weights, KV
     cache) with no host syncs; running it twice on the same inputs must be harmless (warm-up).
     The returned tensor is the graph's own output: read it before the next replay of that key.
+    At `max_graphs` (each holds its own memory pool) the least recently replayed graph makes way: a
+    server that has seen every batch bucket at many block-table widths keeps replaying the ones in use
+    instead of falling back to unrolled steps for good.
     """
 
-    def __init__(self, max_graphs: int = 64) -> None:
-        self.graphs: dict[Hashable, _Graph] = {}
+    def __init__(self, max_graphs: int = 256) -> None:
+        self.graphs: OrderedDict[Hashable, _Graph] = OrderedDict()
         self.max_graphs = max_graphs
 
     def __len__(self) -> int:
@@ -49,8 +58,11 @@ class GraphCache:
         entry = self.graphs.get(key)
         if entry is None:
             if len(self.graphs) >= self.max_graphs:
-                return fn(*inputs)
+                torch.cuda.current_stream().synchronize()  # no replay of the one evicted still in flight
+                self.graphs.popitem(last=False)
             entry = self.graphs[key] = self._capture(fn, inputs)
+        else:
+            self.graphs.move_to_end(key)
         for static, value in zip(entry.inputs, inputs, strict=True):
             static.copy_(value, non_blocking=True)
         entry.graph.replay()

@@ -13,7 +13,7 @@ from torch import Tensor
 from services.worker.engines.torch import sampler
 from services.worker.engines.torch.attention import AttnMeta, KernelMeta, StepTensors, attn_meta, kernel_meta
 from services.worker.engines.torch.cpu_layers import CpuLayer, PackedLinear, cpu_layer_forward, packed_linear_works
-from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, column_bucket
+from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, batch_buckets, column_bucket
 from services.worker.engines.torch.kernels import triton_available
 from services.worker.engines.torch.layers import Kernels, fuse_layer, layer_forward
 from services.worker.engines.torch.sequence import Sequence
@@ -178,6 +178,32 @@ class ModelRunner:
         if self.graphs is not None and use_graph:
             return self.graphs.run((name, self.use_kernels, *(tuple(t.shape) for t in inputs)), fn, inputs)
         return fn(*inputs, kernels=self.eager)
+
+    def capture_graphs(self, max_batch: int, with_mtp: bool) -> None:
+        """Capture the decode steps' graphs of every batch bucket up to `max_batch` at the narrowest block
+        table, before the first request (SGLang captures its batch sizes at start-up too): a batch that
+        shrinks as its sequences finish then replays at each new size instead of paying a capture (tens of
+        ms) mid-stream. With `with_mtp`, the verify's and the MTP layer's too (`mtp.capture_graphs` adds the
+        overlapped MTP step's). Their inputs are padding rows: they write only the scratch block."""
+        if self.graphs is None:
+            return
+        for b in batch_buckets(max_batch):
+            for per_seq in (1, 2) if with_mtp else (1,):  # sampled rows: a plain step, an MTP verify
+                inputs = self.padding_step(b, per_seq)
+                hidden = self.graphed("target", self.backbone, inputs, True)
+                if per_seq == 2:
+                    self.graphed("mtp", self.mtp_backbone, (hidden, *inputs), True)
+            inputs = self.padding_step(b, 1)  # greedy rows: a step alone, after a plain step, after an MTP one
+            pairs, accepted = torch.zeros_like(inputs[3][:, :2]), torch.ones_like(inputs[0])
+            for prev in [(), (inputs[0],)] + [(pairs, accepted)] * with_mtp:
+                self.graphed("decode", self.greedy_decode, inputs + prev, True)
+
+    def padding_step(self, num_seqs: int, per_seq: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """ids, positions, slots [num_seqs * per_seq] and block tables [num_seqs, narrowest] of padding rows."""
+        n, bs = num_seqs * per_seq, self.block_size
+        zeros = torch.zeros(n, dtype=torch.int64, device=self.device)
+        tables = torch.full((num_seqs, column_bucket(1)), self.scratch_block, dtype=torch.int64, device=self.device)
+        return zeros, zeros, zeros + self.scratch_block * bs, tables
 
     @property
     def num_graphs(self) -> int:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from services.worker.engines.torch import sampler
 from services.worker.engines.torch.attention import StepTensors
-from services.worker.engines.torch.cuda_graphs import batch_bucket
+from services.worker.engines.torch.cuda_graphs import batch_bucket, batch_buckets
 from services.worker.engines.torch.layers import Kernels
 from services.worker.engines.torch.model_runner import (
     InFlight,
@@ -217,6 +217,20 @@ def launch_spec(runner: ModelRunner, seqs: list[Sequence], prev: InFlight | None
     b = step.block_tables.shape[0]
     tokens, accepted, new_drafts = flat[: 2 * b].view(b, 2)[:n], flat[2 * b : 3 * b][:n], flat[3 * b :][:n]
     return InFlight.launched(seqs, tokens, accepted, new_drafts, None if b > n else flat, drafted)
+
+
+def capture_graphs(runner: ModelRunner, max_batch: int) -> None:
+    """`ModelRunner.capture_graphs` with the MTP layer, and the overlapped greedy MTP step's graphs (`launch_spec`:
+    alone, and after a step ahead of either mode) at every batch bucket up to `max_batch`."""
+    runner.capture_graphs(max_batch, with_mtp=True)
+    if runner.graphs is None:
+        return
+    spec = functools.partial(greedy_spec, runner)
+    for b in batch_buckets(max_batch):
+        inputs = (*runner.padding_step(b, 2), torch.zeros(b, dtype=torch.int64, device=runner.device))
+        pairs, accepted = torch.zeros_like(inputs[3][:, :2]), torch.ones_like(inputs[4])
+        for prev in ((), (pairs, accepted)):
+            runner.graphed("spec", spec, inputs + prev, True)
 
 
 def greedy_spec(
