@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from services.worker.engine_api import GenerateInput, SamplingConfig
@@ -99,7 +100,7 @@ def test_policy_drafts_only_when_it_emits_more_tokens_per_second() -> None:
         chosen.append(policy.should_draft(8))
         policy.record(8, chosen[-1], 0.010 if chosen[-1] else 0.006, acceptance=0.9 if chosen[-1] else None)
     assert chosen == [True, True, False, False]
-    # acceptance ~0.96 after smoothing: 1.96 tokens / 10 ms beats 1 token / 6 ms
+    # acceptance ~0.997 after two drafts at 0.9: 2 tokens / 10 ms beats 1 token / 6 ms
     assert policy.should_draft(8)
     policy.record(8, False, 0.0055)  # plain gets cheaper (median 6 ms): 1.96 / 10 ms still beats it
     assert policy.should_draft(8)
@@ -148,6 +149,26 @@ def test_policy_does_not_flip_between_even_modes() -> None:
         choices.append(policy.should_draft(8))
     # +2.7% drafts; -2.1% and -4.5% keep drafting; -6.9% switches; +2.7% stays plain; +8.6% switches back.
     assert choices == [True, True, True, False, False, True]
+
+
+def test_each_draft_weighs_the_same_in_the_acceptance() -> None:
+    """At batch 1 a step verifies one draft: four rejected in a row (common at an acceptance of 0.6) must not
+    flip MTP off, and one step of 64 sequences moves the acceptance as far as 64 steps of one."""
+    policy, single = (SpecPolicy(min_samples=1, probe_every=1000, window=1) for _ in range(2))
+    for p in (policy, single):
+        p.record(1, True, 0.012)  # MTP 1.6 tokens / 12 ms against plain's 1 / 9 ms: 1.2x
+        p.record(1, False, 0.009)
+        p.acceptance = 0.6
+    for _ in range(4):
+        assert policy.should_draft(1)
+        policy.record(1, True, 0.012, acceptance=0.0, num_drafts=1)
+    assert policy.should_draft(1), policy.acceptance
+    single.acceptance = policy.acceptance
+    for _ in range(64):
+        single.record(1, True, None, acceptance=0.0, num_drafts=1)
+    policy.record(64, True, None, acceptance=0.0, num_drafts=64)
+    assert policy.acceptance == pytest.approx(single.acceptance, rel=1e-9)
+    assert not policy.should_draft(1), policy.acceptance  # 1.21 / 12 ms loses to 1 / 9 ms
 
 
 def test_plain_steps_in_an_mtp_engine_keep_greedy_tokens_and_count_no_drafts() -> None:

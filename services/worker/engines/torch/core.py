@@ -173,14 +173,15 @@ class EngineCore:
                 pending = self._launch(batch.seqs, None)
             if pending is not None:
                 return self._overlap(pending)
-        num_graphs, drafted, acceptance = self.runner.num_graphs, False, None
+        num_graphs, drafted = self.runner.num_graphs, False
+        accepted: list[int] = []
         with torch.inference_mode():
             if not self.is_mtp:
                 results = self.runner.run_plain(batch.seqs, batch.is_prefill)
             elif batch.is_prefill:
                 results = mtp.run_prefill(self.runner, batch.seqs, batch_bucket(len(self.scheduler.running)))
             else:
-                results, drafted, acceptance = mtp.run_decode(self.runner, batch.seqs)
+                results, drafted, accepted = mtp.run_decode(self.runner, batch.seqs)
                 self._num_launched += 1
         is_spec = self.is_mtp and not batch.is_prefill
         out = []
@@ -192,7 +193,7 @@ class EngineCore:
         self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
         self.blocks.publish_events()  # this step's KV events, one batch
         if is_spec:
-            self._time_decode(len(batch.seqs), drafted, acceptance, self.runner.num_graphs == num_graphs)
+            self._time_decode(len(batch.seqs), drafted, accepted, self.runner.num_graphs == num_graphs)
         else:
             self._last_decode = None
         return out
@@ -235,29 +236,31 @@ class EngineCore:
         self._recent.append((time.monotonic(), sum(len(c.token_ids) for _, c in out)))
         self.blocks.publish_events()
         if self.is_mtp:
-            real = [r.num_accepted for r in results if r.drafted]  # not placeholders after plain steps
-            acceptance = statistics.fmean(real) if real else None
+            accepted = [r.num_accepted for r in results if r.drafted]  # not placeholders after plain steps
             # Not timed when the step ahead is of the other mode: its launch is in this period.
             is_timed = self._inflight is None or self._inflight.is_spec == pending.is_spec
-            self._time_decode(len(seqs), pending.is_spec, acceptance, is_timed and self.runner.num_graphs == num_graphs)
+            self._time_decode(len(seqs), pending.is_spec, accepted, is_timed and self.runner.num_graphs == num_graphs)
         return out
 
-    def _time_decode(self, num_seqs: int, is_spec: bool, acceptance: float | None, is_timed: bool) -> None:
+    def _time_decode(self, num_seqs: int, is_spec: bool, accepted: list[int], is_timed: bool) -> None:
         """Give the MTP policy a decode step's cost: the time since the last decode step's results were read,
         over the decode steps launched in it. The periods between reads share out the engine's whole time,
         overlapped or not (the host's work before and after the forward, the engine loop's, the GPU's not
         hidden under them), and a step's cost is its launch's share: a period with no launch (a drain, the
         run's last read) joins the next one, and one with two (`step` launching a step and the one ahead)
         halves. A period after a prefill, an idle spell, a graph capture or a step of the other mode (it
-        holds the switch) is not timed, nor (`is_timed` False) one that launched the other mode."""
+        holds the switch) is not timed, nor (`is_timed` False) one that launched the other mode. `accepted`: 0 or
+        1 for each real draft the step verified."""
+        policy, bucket = self.runner.spec_policy, batch_bucket(num_seqs)
+        acceptance = statistics.fmean(accepted) if accepted else None
         now = time.perf_counter()
         last, launched, self._num_launched = self._last_decode, self._num_launched, 0
         is_timed = is_timed and last is not None and self._last_mode == is_spec
         if is_timed and not launched:  # a drained read: its period joins the next
-            self.runner.spec_policy.record(batch_bucket(num_seqs), is_spec, None, acceptance)
+            policy.record(bucket, is_spec, None, acceptance, len(accepted))
             return
         seconds = (now - last) / launched if is_timed and last is not None else None
-        self.runner.spec_policy.record(batch_bucket(num_seqs), is_spec, seconds, acceptance)
+        policy.record(bucket, is_spec, seconds, acceptance, len(accepted))
         self._last_decode, self._last_mode = now, is_spec
 
     def _launch(self, seqs: list[Sequence], prev: InFlight | None) -> InFlight | None:

@@ -120,20 +120,19 @@ def _is_seeded(seqs: list[Sequence]) -> bool:
     return any(s.generator is not None and not s.is_greedy for s in seqs)
 
 
-def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> tuple[list[SeqResult], bool, float | None]:
+def run_decode(runner: ModelRunner, seqs: list[Sequence]) -> tuple[list[SeqResult], bool, list[int]]:
     """An MTP step or a plain decode step, whichever the policy expects to emit more tokens per second.
 
-    Returns the results, whether it drafted, and the share of real drafts accepted (None: none
-    verified); the caller records the whole step's wall time with them (`SpecPolicy.record`).
+    Returns the results, whether it drafted, and 0 or 1 for each real draft it verified (accepted or
+    not); the caller records the whole step's wall time with them (`SpecPolicy.record`).
     Batches with a seeded sampled request always draft, so its seed fixes its tokens.
     A plain step leaves the MTP layer's KV unwritten at its position: later drafts attend to a stale
     entry there (lower acceptance, never a wrong token: verification is exact).
     """
     if not _is_seeded(seqs) and not runner.spec_policy.should_draft(batch_bucket(len(seqs))):
-        return runner.run_plain(seqs, is_prefill=False), False, None
+        return runner.run_plain(seqs, is_prefill=False), False, []
     results = run_spec(runner, seqs)
-    accepted = [r.num_accepted for r in results if r.drafted]
-    return results, True, sum(accepted) / len(accepted) if accepted else None
+    return results, True, [r.num_accepted for r in results if r.drafted]
 
 
 def run_spec(runner: ModelRunner, seqs: list[Sequence]) -> list[SeqResult]:

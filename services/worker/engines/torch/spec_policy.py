@@ -47,7 +47,7 @@ class SpecPolicy:
     probe_steps: int = 3  # a probe's run of the other mode: its first step (the switch) is not timed
     probe_backoff: int = 4  # a probe that leaves the choice as it was multiplies the interval by this
     max_probe_every: int = 4096
-    smoothing: float = 0.2  # of the acceptance's moving average
+    acceptance_drafts: int = 64  # the acceptance's moving average spans about this many recent drafts
     switch_margin: float = 0.05  # the other mode must emit this much more per second to be switched to
     acceptance: float = 1.0  # optimistic until measured: MTP runs first
     samples: dict[tuple[bool, int], deque[float]] = field(default_factory=dict)  # (is_spec, bucket) -> seconds
@@ -97,12 +97,17 @@ class SpecPolicy:
         self.interval[bucket] = self.until_probe[bucket] = min(longer, self.max_probe_every)
         return not choice
 
-    def record(self, bucket: int, is_spec: bool, seconds: float | None, acceptance: float | None = None) -> None:
-        """A warm step's cost (None: not timed); with MTP, also the fraction of drafts accepted in it."""
+    def record(
+        self, bucket: int, is_spec: bool, seconds: float | None, acceptance: float | None = None, num_drafts: int = 1
+    ) -> None:
+        """A warm step's cost (None: not timed); with MTP, also the fraction of its `num_drafts` drafts accepted.
+        Each draft weighs the same in the acceptance: a step at batch 64 moves it as much as 64 steps at batch 1
+        (weighted by step, one sequence's few rejected drafts in a row swung it enough to flip the choice)."""
         if seconds is not None:
             self.samples.setdefault((is_spec, bucket), deque(maxlen=self.window)).append(seconds)
-        if acceptance is not None:
-            self.acceptance += self.smoothing * (acceptance - self.acceptance)
+        if acceptance is not None and num_drafts > 0:
+            weight = 1.0 - (1.0 - 1.0 / self.acceptance_drafts) ** num_drafts
+            self.acceptance += weight * (acceptance - self.acceptance)
 
     def summary(self) -> str:
         """One line: how often it drafted, and the costs it chose by."""
