@@ -14,6 +14,7 @@ import torch
 
 from services.worker.engine_api import GenerateInput, SamplingConfig
 from services.worker.engines.torch.core import CoreConfig, EngineCore
+from services.worker.engines.torch.engine import freeze_start_up_objects
 from services.worker.model import MiMoForCausalLM
 
 
@@ -48,7 +49,9 @@ def random_ids(num: int, vocab: int, seed: int) -> tuple[int, ...]:
 def make_core(model: MiMoForCausalLM, num_tokens: int, budget: int, running: int = 64) -> EngineCore:
     cfg = CoreConfig(num_blocks=num_tokens // 16 + 64, max_running_requests=running, is_mtp_enabled=False,
                      max_batch_tokens=budget, max_context_length=model.config.max_position_embeddings)  # fmt: skip
-    return EngineCore(model, cfg)
+    core = EngineCore(model, cfg)
+    freeze_start_up_objects()  # as the worker does once its core is built
+    return core
 
 
 def step_times(core: EngineCore, last: dict[str, float], itl: list[float], streams: set[str]) -> set[str]:

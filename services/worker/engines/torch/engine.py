@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import gc
 import logging
 import queue
 import threading
@@ -100,6 +101,16 @@ def build_core(model: MiMoForCausalLM, cfg: TorchEngineConfig, info: EngineModel
     return EngineCore(model, core_cfg, tokenizer)
 
 
+def freeze_start_up_objects() -> None:
+    """Take what start-up left alive (the model's modules, the graphs, the compiled kernels' caches) out of the
+    cyclic collector's reach, as vLLM does after its graph capture: a full collection mid-stream then walks
+    only what serving allocated since. Beside an 8K prompt on the H200 (bench/ENGINE_NOTES.md, fifth
+    session) the streams' ITL p99 read 31.9, 24.6 and 24.4 ms with it, 27.6, 28.9 and 29.0 without (one
+    run, alternated): suggestive, not settled."""
+    gc.collect()
+    gc.freeze()
+
+
 def set_cpu_threads(threads: int | None, hidden_size: int) -> None:
     """Small matmuls run fastest on one thread, and far faster on a shared, busy machine (no spinning barriers)."""
     if threads is None and hidden_size <= SMALL_MODEL_HIDDEN:
@@ -154,6 +165,7 @@ class TorchEngine:
 
             self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._core = core = build_core(model, self.cfg, info, self._tokenizer)
+        freeze_start_up_objects()
         core.blocks.events = self.kv_event_log
         self._info = dataclasses.replace(
             info,
