@@ -188,15 +188,15 @@ class ModelRunner:
         if self.graphs is None:
             return
         for b in batch_buckets(max_batch):
-            for per_seq in (1, 2) if with_mtp else (1,):  # sampled rows: a plain step, an MTP verify
-                inputs = self.padding_step(b, per_seq)
-                hidden = self.graphed("target", self.backbone, inputs, True)
-                if per_seq == 2:
-                    self.graphed("mtp", self.mtp_backbone, (hidden, *inputs), True)
-            inputs = self.padding_step(b, 1)  # greedy rows: a step alone, after a plain step, after an MTP one
-            pairs, accepted = torch.zeros_like(inputs[3][:, :2]), torch.ones_like(inputs[0])
-            for prev in [(), (inputs[0],)] + [(pairs, accepted)] * with_mtp:
-                self.graphed("decode", self.greedy_decode, inputs + prev, True)
+            plain = self.padding_step(b, 1)
+            self.graphed("target", self.backbone, plain, True)  # sampled rows: a plain step
+            if with_mtp:  # and an MTP verify, then its MTP layer
+                verify = self.padding_step(b, 2)
+                hidden = self.graphed("target", self.backbone, verify, True)
+                self.graphed("mtp", self.mtp_backbone, (hidden, *verify), True)
+            # Greedy rows: a step alone, after a plain step (its tokens), after an MTP step (tokens, accepted).
+            for prev in [(), (plain[0],)] + [self.padding_spec_results(b)] * with_mtp:
+                self.graphed("decode", self.greedy_decode, plain + prev, True)
 
     def padding_step(self, num_seqs: int, per_seq: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """ids, positions, slots [num_seqs * per_seq] and block tables [num_seqs, narrowest] of padding rows."""
@@ -204,6 +204,12 @@ class ModelRunner:
         zeros = torch.zeros(n, dtype=torch.int64, device=self.device)
         tables = torch.full((num_seqs, column_bucket(1)), self.scratch_block, dtype=torch.int64, device=self.device)
         return zeros, zeros, zeros + self.scratch_block * bs, tables
+
+    def padding_spec_results(self, num_seqs: int) -> tuple[Tensor, Tensor]:
+        """An MTP step's tokens [num_seqs, 2] and accepted [num_seqs] as padding rows (all accepted: a step after
+        it keeps their positions, as `InFlight.padded` pads)."""
+        tokens = torch.zeros(num_seqs, 2, dtype=torch.int64, device=self.device)
+        return tokens, torch.ones(num_seqs, dtype=torch.int64, device=self.device)
 
     @property
     def num_graphs(self) -> int:

@@ -226,9 +226,8 @@ def capture_graphs(runner: ModelRunner, max_batch: int) -> None:
         return
     spec = functools.partial(greedy_spec, runner)
     for b in batch_buckets(max_batch):
-        inputs = (*runner.padding_step(b, 2), torch.zeros(b, dtype=torch.int64, device=runner.device))
-        pairs, accepted = torch.zeros_like(inputs[3][:, :2]), torch.ones_like(inputs[4])
-        for prev in ((), (pairs, accepted)):
+        inputs = (*runner.padding_step(b, 2), torch.zeros(b, dtype=torch.int64, device=runner.device))  # + drafts
+        for prev in ((), runner.padding_spec_results(b)):
             runner.graphed("spec", spec, inputs + prev, True)
 
 
