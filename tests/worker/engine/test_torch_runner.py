@@ -76,3 +76,28 @@ def test_a_prefix_cache_hit_feeds_only_the_new_tokens_and_matches() -> None:
     (ours,) = run_pending(runner, [second])
     assert ours.shape[0] == 3
     assert (ours - hf_logits(hf, second.token_ids)[-3:]).abs().max().item() < 1e-4
+
+
+def test_prepare_lays_each_token_out_by_its_block_table() -> None:
+    """A ragged step (a prompt's second chunk beside a new prompt) and a decode step launched ahead: each
+    token's position and cache slot follow its own sequence's block table, and the shorter tables are padded
+    with the scratch block (what the kernels and the exact path both read)."""
+    runner, blocks = ModelRunner(random_model(), BLOCK, 64), BlockManager(64, BLOCK)
+    blocks.allocate(make_seq(9, list(range(40, 47))))  # other blocks taken first: tables are not 0, 1, 2 ...
+    long, short = make_seq(0, list(range(3, 13))), make_seq(1, [7, 8])
+    for s in (long, short):
+        blocks.allocate(s)
+    long.num_computed_tokens = 6  # its first chunk is in the cache
+    slot = lambda s, p: s.block_table[p // BLOCK] * BLOCK + p % BLOCK  # noqa: E731
+    step = runner.prepare([long, short], [long.token_ids[6:], short.token_ids])
+    assert step.input_ids.tolist() == [9, 10, 11, 12, 7, 8]
+    assert step.positions.tolist() == [6, 7, 8, 9, 0, 1]
+    assert step.slot_mapping.tolist() == [slot(long, p) for p in range(6, 10)] + [slot(short, p) for p in (0, 1)]
+    assert step.block_tables.tolist() == [long.block_table, short.block_table + [runner.scratch_block] * 2]
+    # One token each, two positions past the host's view (`launch_decode` after an MTP step).
+    long.num_computed_tokens, short.num_computed_tokens = 9, 1
+    assert blocks.ensure_slots(long, 12) and blocks.ensure_slots(short, 4)
+    step = runner.prepare([long, short], [[1], [2]], ahead=2)
+    assert step.positions.tolist() == [11, 3]
+    assert step.slot_mapping.tolist() == [slot(long, 11), slot(short, 3)]
+    assert step.max_query_len == 1 and step.query_start is None

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -108,29 +109,38 @@ class ModelRunner:
         read the previous one's tokens: `launch_decode`)."""
         bs, lengths = self.block_size, [len(t) for t in new_tokens]
         num_q, is_uniform = max(lengths), len(set(lengths)) == 1
-        ids: list[int] = [t for toks in new_tokens for t in toks]
-        positions: list[int] = []
-        slots: list[int] = []
-        for seq, n in zip(seqs, lengths, strict=True):
-            start, table = seq.num_computed_tokens + ahead, seq.block_table
-            positions.extend(range(start, start + n))
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-        num_cols = max(-(-(s.num_computed_tokens + ahead + n) // bs) for s, n in zip(seqs, lengths, strict=True))
-        num_seqs = len(seqs)
+        num_seqs, num = len(seqs), sum(lengths)
+        lens = np.array(lengths, dtype=np.int64)
+        starts = np.fromiter((s.num_computed_tokens + ahead for s in seqs), np.int64, num_seqs)
+        num_cols = int(-(-(starts + lens).max() // bs))
         use_graph = self.graphs is not None and is_uniform and num_q <= MAX_GRAPH_TOKENS_PER_SEQ
-        if use_graph:  # pad to a captured shape
-            num_cols, num_pad = column_bucket(num_cols), batch_bucket(num_seqs) - num_seqs
-            ids += [0] * (num_pad * num_q)
-            positions += [0] * (num_pad * num_q)
-            slots += [self.scratch_block * bs] * (num_pad * num_q)
-            num_seqs += num_pad
-        tables = [t for s in seqs for t in (s.block_table + [self.scratch_block] * num_cols)[:num_cols]]
-        tables += [self.scratch_block] * (num_cols * (num_seqs - len(seqs)))
-        # One host-to-device copy: ids, positions and slots [3, N], then the block tables [B, M].
-        packed = torch.tensor(ids + positions + slots + tables, dtype=torch.int64).to(self.device, non_blocking=True)
-        num = len(ids)
-        flat = packed[: 3 * num].view(3, num)
-        block_tables = packed[3 * num :].view(num_seqs, num_cols)
+        num_rows, num_all = num_seqs, num
+        if use_graph:  # pad to a captured shape: padding rows feed token 0 at position 0 into the scratch block
+            num_cols, num_rows = column_bucket(num_cols), batch_bucket(num_seqs)
+            num_all += (num_rows - num_seqs) * num_q
+        # One host buffer and one copy to the device: ids, positions and slots [3, N], then the block tables
+        # [B, M]. Built in numpy: only real table entries pass through Python (beside a long prompt's table
+        # the short ones are mostly padding), and each token's position and slot come from whole-array ops.
+        host = np.zeros(3 * num_all + num_rows * num_cols, dtype=np.int64)
+        ids, positions, slots = host[: 3 * num_all].reshape(3, num_all)
+        tables = host[3 * num_all :].reshape(num_rows, num_cols)
+        tables.fill(self.scratch_block)
+        for i, seq in enumerate(seqs):  # padding rows keep the scratch block
+            table = seq.block_table[:num_cols]
+            tables[i, : len(table)] = table
+        ids[:num] = np.fromiter(itertools.chain.from_iterable(new_tokens), np.int64, num)
+        if is_uniform:
+            seq_of = np.arange(num_seqs).repeat(num_q)
+            positions[:num] = (starts[:, None] + np.arange(num_q)).ravel()
+        else:
+            seq_of = np.arange(num_seqs).repeat(lens)
+            positions[:num] = starts[seq_of] + np.arange(num) - (np.cumsum(lens) - lens).repeat(lens)
+        pos = positions[:num]
+        slots[:num] = tables[seq_of, pos // bs] * bs + pos % bs
+        slots[num:] = self.scratch_block * bs
+        packed = torch.from_numpy(host).to(self.device, non_blocking=True)
+        flat = packed[: 3 * num_all].view(3, num_all)
+        block_tables = packed[3 * num_all :].view(num_rows, num_cols)
         if is_uniform:
             return StepTensors(flat[0], flat[1], flat[2], block_tables, use_graph=use_graph, max_query_len=num_q)
         if self.use_kernels:  # ragged rows need only their starts, and the programs that hold rows
@@ -144,8 +154,8 @@ class ModelRunner:
             return StepTensors(
                 flat[0], flat[1], flat[2], block_tables, query_start=query_start, max_query_len=num_q, q_blocks=q_blocks
             )
-        starts = [sum(lengths[:i]) for i in range(len(lengths))]
-        pad = [starts[i] + t if t < n else len(ids) for i, n in enumerate(lengths) for t in range(num_q)]
+        first = [sum(lengths[:i]) for i in range(len(lengths))]  # each sequence's first row
+        pad = [first[i] + t if t < n else num for i, n in enumerate(lengths) for t in range(num_q)]
         unpad = [i * num_q + t for i, n in enumerate(lengths) for t in range(n)]
         index = torch.tensor(pad + unpad, dtype=torch.int64).to(self.device, non_blocking=True)
         return StepTensors(
