@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from services.worker.engine_api import GenerateInput
@@ -85,3 +87,27 @@ def test_the_budget_counts_attention_so_late_chunks_are_smaller() -> None:
     assert all(n == 1 or n * (1 + c / context) <= budget - 3 for c, n in chunks), chunks
     one_shot = make_core(MODEL, is_mtp=False)
     assert run_all(one_shot, [GenerateInput("long", long_prompt, greedy(1))])[("long", 0)][0].token_ids[0] == first
+
+
+def test_a_token_multiple_grows_the_chunks_into_the_padding() -> None:
+    """With `token_multiple` (the GPU engine pads prefill and mixed steps to a multiple of 64 tokens, to replay
+    a graph) the prompt chunks grow into the padding rows: every prefill or mixed step holds a multiple of it
+    unless all its prompts end in it, some go past the budget to get there, and the tokens stay the one-shot
+    prefill's."""
+    core = make_core(MODEL, is_mtp=False, max_batch_tokens=13, attention_context=0.0)
+    core.scheduler.cfg = dataclasses.replace(core.scheduler.cfg, token_multiple=8)
+    schedule, steps = core.scheduler.schedule, []
+
+    def recording():
+        batch = schedule()
+        if batch is not None and batch.is_prefill:
+            total = sum(s.num_scheduled_tokens for s in batch.seqs)
+            steps.append(
+                (total, all(s.num_computed_tokens + s.num_scheduled_tokens >= s.num_tokens for s in batch.seqs))
+            )
+        return batch
+
+    core.scheduler.schedule = recording
+    assert tokens(core) == tokens(make_core(MODEL, is_mtp=False))
+    assert all(total % 8 == 0 or all_end for total, all_end in steps), steps
+    assert any(total > 13 for total, _ in steps) and sum(not all_end for _, all_end in steps) > 5, steps

@@ -209,7 +209,10 @@ def test_exact_path_is_unchanged_by_kernel_metadata() -> None:
 @pytest.mark.parametrize(("is_mtp", "budget"), [(False, 8192), (True, 8192), (False, 16), (True, 16)])
 def test_engine_with_kernels_keeps_the_exact_greedy_tokens(is_mtp: bool, budget: int) -> None:
     """Whole engine, prefix hits included (shared prompt heads), kernels vs exact path: same greedy tokens.
-    A 16-token budget makes most steps mixed: prompt chunks beside decoding rows (the query-block map)."""
+    A 16-token budget makes most steps mixed: prompt chunks beside decoding rows (the query-block map); on
+    CUDA those replay padded graphs (ragged graphs: padding tokens and an empty sequence owning the maps'
+    padding), grown by the scheduler to 64-token multiples. The one-step prefill of all 24 prompts (8192) has
+    more prompt chunks than a ragged graph's map holds, so it runs eagerly."""
     model = random_model().to(DEVICE)
     head = random_prompts(1, SMALL.vocab_size, seed=9, min_len=10, max_len=10)[0]
     prompts = [head + p for p in random_prompts(6 if INTERPRETED else 24, SMALL.vocab_size, seed=3)]
@@ -223,4 +226,6 @@ def test_engine_with_kernels_keeps_the_exact_greedy_tokens(is_mtp: bool, budget:
         got = run_all(core, [GenerateInput(r, p, greedy(n)) for r, p, n in requests])
         outs.append({k: [t for c in v for t in c.token_ids] for k, v in got.items()})
         assert core.blocks.num_hit_tokens > 0  # some requests reused cached prefix blocks
+        if use_kernels and core.runner.ragged_graphs is not None and budget == 16:
+            assert len(core.runner.ragged_graphs) > 0  # the mixed steps replayed graphs
     assert outs[0] == outs[1]

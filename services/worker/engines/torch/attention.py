@@ -26,7 +26,7 @@ class StepTensors:
     block_tables: Tensor  # [B, M] int64, padded with the scratch block
     pad_index: Tensor | None = None  # [B*T] rows of the new tokens (N: a padding row), None if uniform
     unpad_index: Tensor | None = None  # [N] rows of the padded [B*T] layout
-    use_graph: bool = False  # padded to a CUDA-graph shape (uniform decode or verify)
+    use_graph: bool = False  # padded to a CUDA-graph shape (uniform decode or verify; with q_blocks, a ragged one)
     query_start: Tensor | None = None  # [B+1] kernel path, ragged steps: sequence b's rows start..end (else uniform)
     max_query_len: int = 1  # new tokens of the longest sequence (the kernel's launch shape)
     q_blocks: tuple[Tensor, Tensor] | None = None  # kernel path, ragged steps: the programs (`query_blocks`)

@@ -24,7 +24,7 @@ from services.worker.engines.torch import mtp
 from services.worker.engines.torch.block_manager import BlockManager
 from services.worker.engines.torch.cuda_graphs import batch_bucket
 from services.worker.engines.torch.grammar import Grammar, GrammarCompiler
-from services.worker.engines.torch.model_runner import InFlight, ModelRunner, SeqResult
+from services.worker.engines.torch.model_runner import RAGGED_TOKEN_MULTIPLE, InFlight, ModelRunner, SeqResult
 from services.worker.engines.torch.scheduler import Scheduler, SchedulerConfig
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.engines.torch.stop import StopChecker
@@ -63,6 +63,7 @@ class CoreConfig:
     is_mtp_enabled: bool = True
     use_cuda_graphs: bool = True
     capture_at_start: bool = True  # the decode graphs of every batch bucket, before the first request
+    ragged_graphs: bool = True  # CUDA graphs: prefill and mixed steps too, padded (captured on first sight)
     compile_kernels: bool = True  # CUDA only: torch.compile the layers' elementwise pieces
     overlap_decode: bool | None = None  # launch each plain decode step before reading the last (None: on CUDA)
     max_context_length: int = 32768
@@ -76,13 +77,18 @@ class EngineCore:
     def __init__(self, model: MiMoForCausalLM, cfg: CoreConfig, tokenizer: Tokenizer | None = None) -> None:
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self.runner = ModelRunner(model, cfg.block_size, cfg.num_blocks, cfg.use_cuda_graphs, cfg.compile_kernels)
+        self.runner = ModelRunner(
+            model, cfg.block_size, cfg.num_blocks, cfg.use_cuda_graphs, cfg.compile_kernels, cfg.ragged_graphs
+        )
         self.is_mtp = cfg.is_mtp_enabled and self.runner.has_mtp
         self.blocks = BlockManager(cfg.num_blocks, cfg.block_size)
         context = cfg.attention_context
         if context is None:
             context = attention_context(model.config) if self.runner.device.type == "cuda" else 0.0
-        sched_cfg = SchedulerConfig(cfg.max_running_requests, cfg.max_batch_tokens, int(self.is_mtp), context)
+        multiple = RAGGED_TOKEN_MULTIPLE if self.runner.pad_ragged and self.runner.use_kernels else 1
+        sched_cfg = SchedulerConfig(
+            cfg.max_running_requests, cfg.max_batch_tokens, int(self.is_mtp), context, token_multiple=multiple
+        )
         self.scheduler = Scheduler(sched_cfg, self.blocks)
         self._seq_ids = itertools.count()
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens generated) per step

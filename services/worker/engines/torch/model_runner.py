@@ -14,14 +14,27 @@ from torch import Tensor
 from services.worker.engines.torch import sampler
 from services.worker.engines.torch.attention import AttnMeta, KernelMeta, StepTensors, attn_meta, kernel_meta
 from services.worker.engines.torch.cpu_layers import CpuLayer, PackedLinear, cpu_layer_forward, packed_linear_works
-from services.worker.engines.torch.cuda_graphs import GraphCache, batch_bucket, batch_buckets, column_bucket
+from services.worker.engines.torch.cuda_graphs import (
+    GraphCache,
+    batch_bucket,
+    batch_buckets,
+    column_bucket,
+    token_bucket,
+)
 from services.worker.engines.torch.kernels import triton_available
 from services.worker.engines.torch.layers import Kernels, fuse_layer, layer_forward
 from services.worker.engines.torch.sequence import Sequence
 from services.worker.engines.torch.spec_policy import SpecPolicy
 from services.worker.model.mimo import MiMoForCausalLM, MTPLayer
 
-MAX_GRAPH_TOKENS_PER_SEQ = 2  # decode (1) and MTP verify (2) are graphed; prefill runs eagerly
+MAX_GRAPH_TOKENS_PER_SEQ = 2  # decode (1) and MTP verify (2): uniform graphs
+# Kernel path: prefill and mixed steps of up to this many tokens replay graphs too, padded to a multiple of
+# `RAGGED_TOKEN_MULTIPLE` tokens (the scheduler fills the padding with prompt tokens where it can). Eagerly,
+# launching such a step's ~600 kernels takes the host about as long as the GPU takes to run them
+# (bench/ENGINE_NOTES.md, 2026-12-04), so the streams beside a long prompt waited on the host.
+MAX_RAGGED_GRAPH_TOKENS = 1024
+RAGGED_TOKEN_MULTIPLE = 64
+RAGGED_GRAPH_PROMPTS = 4  # prompt chunks a padded step's query-block map has room for (more: eager)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +76,7 @@ class ModelRunner:
         num_blocks: int,
         use_cuda_graphs: bool = True,
         compile_kernels: bool = True,
+        ragged_graphs: bool = True,
     ) -> None:
         cfg = model.config
         self.model = model
@@ -80,6 +94,10 @@ class ModelRunner:
         half = cfg.head_dim // 2
         self.cos, self.sin_signed = cos, torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
         self.graphs = GraphCache() if use_cuda_graphs and self.device.type == "cuda" else None
+        # `ragged_graphs`: prefill and mixed steps padded (kernel path) and replayed from graphs that share one
+        # memory pool (one is replayed at a time, and each step's outputs are read before the next replays).
+        self.pad_ragged = self.graphs is not None and ragged_graphs
+        self.ragged_graphs = GraphCache(share_pool=True) if self.pad_ragged else None
         fuse = lambda layer: fuse_layer(layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)  # noqa: E731
         self.layers = [fuse(layer) for layer in model.model.layers]
         self.mtp_layer = fuse(model.model.mtp_layers[0]) if self.has_mtp else None
@@ -114,10 +132,15 @@ class ModelRunner:
         starts = np.fromiter((s.num_computed_tokens + ahead for s in seqs), np.int64, num_seqs)
         num_cols = int(-(-(starts + lens).max() // bs))
         use_graph = self.graphs is not None and is_uniform and num_q <= MAX_GRAPH_TOKENS_PER_SEQ
+        maps = None if use_graph or not self.use_kernels else self._query_maps(lengths)
+        is_ragged = maps is not None and maps[2]  # a padded prefill or mixed step (a ragged graph)
         num_rows, num_all = num_seqs, num
         if use_graph:  # pad to a captured shape: padding rows feed token 0 at position 0 into the scratch block
             num_cols, num_rows = column_bucket(num_cols), batch_bucket(num_seqs)
             num_all += (num_rows - num_seqs) * num_q
+        elif is_ragged:  # padding tokens (no sequence's) and empty sequences (no tokens; the maps' padding)
+            num_cols, num_rows = column_bucket(num_cols), batch_bucket(num_seqs + 1)
+            num_all = token_bucket(num, RAGGED_TOKEN_MULTIPLE)
         # One host buffer and one copy to the device: ids, positions and slots [3, N], then the block tables
         # [B, M]. Built in numpy: only real table entries pass through Python (beside a long prompt's table
         # the short ones are mostly padding), and each token's position and slot come from whole-array ops.
@@ -141,19 +164,20 @@ class ModelRunner:
         packed = torch.from_numpy(host).to(self.device, non_blocking=True)
         flat = packed[: 3 * num_all].view(3, num_all)
         block_tables = packed[3 * num_all :].view(num_rows, num_cols)
-        if is_uniform:
+        if is_uniform and not is_ragged:
             return StepTensors(flat[0], flat[1], flat[2], block_tables, use_graph=use_graph, max_query_len=num_q)
-        if self.use_kernels:  # ragged rows need only their starts, and the programs that hold rows
-            from services.worker.engines.torch.kernels.paged_attention import query_blocks
-
-            small, big = query_blocks(lengths, self.num_q_per_kv, self.dtype)
-            packed = torch.tensor([0, *itertools.accumulate(lengths), *small, *big], dtype=torch.int32)
-            packed = packed.to(self.device, non_blocking=True)
-            query_start, maps = packed[: num_seqs + 1], packed[num_seqs + 1 :].view(-1, 2)
-            q_blocks = (maps[: len(small) // 2], maps[len(small) // 2 :])
+        if maps is not None:  # kernel path: ragged rows need only their starts, and the programs that hold rows
+            small, big, _ = maps
+            first_rows = [0, *itertools.accumulate(lengths)] + [num] * (num_rows - num_seqs)
+            packed = torch.tensor([*first_rows, *small, *big], dtype=torch.int32).to(self.device, non_blocking=True)
+            query_start, both = packed[: num_rows + 1], packed[num_rows + 1 :].view(-1, 2)
+            q_blocks = (both[: len(small) // 2], both[len(small) // 2 :])
+            # A padded step's launch shape is its token count (> 16 rows: the prefill tile), from its shapes.
+            num_q = num_all if is_ragged else num_q
             return StepTensors(
-                flat[0], flat[1], flat[2], block_tables, query_start=query_start, max_query_len=num_q, q_blocks=q_blocks
-            )
+                flat[0], flat[1], flat[2], block_tables, use_graph=is_ragged, query_start=query_start,
+                max_query_len=num_q, q_blocks=q_blocks,
+            )  # fmt: skip
         first = [sum(lengths[:i]) for i in range(len(lengths))]  # each sequence's first row
         pad = [first[i] + t if t < n else num for i, n in enumerate(lengths) for t in range(num_q)]
         unpad = [i * num_q + t for i, n in enumerate(lengths) for t in range(n)]
@@ -162,11 +186,30 @@ class ModelRunner:
             flat[0], flat[1], flat[2], block_tables, index[: len(pad)], index[len(pad) :], max_query_len=num_q
         )
 
+    def _query_maps(self, lengths: list[int]) -> tuple[list[int], list[int], bool]:
+        """Kernel path, a step that is not a uniform graph: its programs' maps (`query_blocks`), and whether
+        they are padded to a ragged graph's shape (entries for the last sequence, an empty one, that read
+        nothing): steps of up to `MAX_RAGGED_GRAPH_TOKENS` with room in the map, where `pad_ragged`."""
+        from services.worker.engines.torch.kernels.paged_attention import big_blocks_bound, query_blocks
+
+        rep = self.num_q_per_kv
+        small, big = query_blocks(lengths, rep, self.dtype)
+        num, num_rows = sum(lengths), batch_bucket(len(lengths) + 1)
+        if not self.pad_ragged or num > MAX_RAGGED_GRAPH_TOKENS:
+            return small, big, False
+        num_big = big_blocks_bound(token_bucket(num, RAGGED_TOKEN_MULTIPLE), rep, self.dtype, RAGGED_GRAPH_PROMPTS)
+        if len(big) // 2 > num_big:  # more prompt chunks than the padded map has room for
+            return small, big, False
+        empty = [num_rows - 1, 0]
+        return small + empty * (num_rows - len(small) // 2), big + empty * (num_big - len(big) // 2), True
+
     # ---- forwards ----------------------------------------------------------------------------
 
     def forward(self, step: StepTensors) -> Tensor:
         """The backbone over the step's tokens: final-normed hidden states [N, H] (N includes padding)."""
         inputs = (step.input_ids, step.positions, step.slot_mapping, step.block_tables)
+        if step.use_graph and step.q_blocks is not None:  # a padded prefill or mixed step
+            return self.ragged("target", self.ragged_backbone, (*inputs, *self._ragged_inputs(step)))
         if step.use_graph:  # (only where graphs are on: `prepare`)
             return self.graphed("target", self.backbone, inputs, True)
         return self.backbone(
@@ -176,6 +219,8 @@ class ModelRunner:
     def mtp_forward(self, hidden: Tensor, next_ids: Tensor, step: StepTensors) -> Tensor:
         """The MTP layer at the step's positions t, from hidden h_t [N, H] and tokens x_{t+1} [N] -> [N, H]."""
         inputs = (hidden, next_ids, step.positions, step.slot_mapping, step.block_tables)
+        if step.use_graph and step.q_blocks is not None:  # a padded prefill or mixed step
+            return self.ragged("mtp", self.ragged_mtp_backbone, (*inputs, *self._ragged_inputs(step)))
         if step.use_graph:  # (only where graphs are on: `prepare`)
             return self.graphed("mtp", self.mtp_backbone, inputs, True)
         return self.mtp_backbone(
@@ -188,6 +233,17 @@ class ModelRunner:
         if self.graphs is not None and use_graph:
             return self.graphs.run((name, self.use_kernels, *(tuple(t.shape) for t in inputs)), fn, inputs)
         return fn(*inputs, kernels=self.eager)
+
+    def ragged(self, name: str, fn: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
+        """A padded prefill or mixed step: `fn(*inputs)` replayed from its ragged graph (keyed by `name` and the
+        shapes; captured on first sight)."""
+        assert self.ragged_graphs is not None  # (`pad_ragged`: `prepare` pads only then)
+        return self.ragged_graphs.run((name, *(tuple(t.shape) for t in inputs)), fn, inputs)
+
+    @staticmethod
+    def _ragged_inputs(step: StepTensors) -> tuple[Tensor, Tensor, Tensor]:
+        assert step.query_start is not None and step.q_blocks is not None
+        return step.query_start, *step.q_blocks
 
     def capture_graphs(self, max_batch: int, with_mtp: bool) -> None:
         """Capture the decode steps' graphs of every batch bucket up to `max_batch` at the narrowest block
@@ -251,6 +307,23 @@ class ModelRunner:
         for i in range(len(self.layers)):
             x, delta = self._layer_forward(i, x, delta, cos, sin, meta, kernels)
         return self.model.model.norm(x if delta is None else x + delta)
+
+    def ragged_backbone(
+        self, ids: Tensor, pos: Tensor, slots: Tensor, tables: Tensor, query_start: Tensor, small: Tensor,
+        big: Tensor, kernels: Kernels | None = None,
+    ) -> Tensor:  # fmt: skip
+        """`backbone` of a padded prefill or mixed step (a ragged graph's function): its launch shape, the
+        maps' lengths and the tables' width, all from the shapes (`prepare`)."""
+        return self.backbone(ids, pos, slots, tables, None, None, query_start, ids.shape[0], (small, big), kernels)
+
+    def ragged_mtp_backbone(
+        self, hidden: Tensor, next_ids: Tensor, pos: Tensor, slots: Tensor, tables: Tensor, query_start: Tensor,
+        small: Tensor, big: Tensor, kernels: Kernels | None = None,
+    ) -> Tensor:  # fmt: skip
+        """`mtp_backbone` of a padded prefill or mixed step."""
+        return self.mtp_backbone(
+            hidden, next_ids, pos, slots, tables, None, None, query_start, next_ids.shape[0], (small, big), kernels
+        )
 
     def mtp_backbone(
         self,

@@ -16,6 +16,7 @@ class SchedulerConfig:
     max_batch_tokens: int = 8192  # tokens fed in one step; a longer prompt is fed in chunks over several steps
     decode_lookahead_tokens: int = 0  # extra KV slots a decode step writes past the sequence (1 with MTP)
     attention_context: float = 0.0  # a prompt token at context c takes 1 + c / this of the budget (0: 1)
+    token_multiple: int = 1  # a mixed step's prompt chunks grow to fill its tokens up to a multiple of this
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,9 @@ class Scheduler:
     tokens attends to the whole prompt before it, are then smaller than its early ones, so every mixed
     step costs about the same: the running streams' worst gap is the same as with the early chunks'
     size throughout, and the prompt needs fewer steps (each step also carries the streams' decode).
+
+    With `token_multiple` (the engine pads prefill and mixed steps to that many tokens to replay a graph)
+    the last prompt chunk that can grows into the padding: those rows are computed either way.
 
     A sequence's `num_scheduled_tokens` is what this step feeds of it; a prompt whose chunk ends
     before its last token emits nothing this step. When a step has no room for a sequence's next
@@ -103,6 +107,7 @@ class Scheduler:
             return None
         for seq in decoding:
             seq.num_scheduled_tokens = 1
+        self._fill(prompts, -(len(decoding) + sum(s.num_scheduled_tokens for s in prompts)) % self.cfg.token_multiple)
         return Batch(decoding + prompts, is_prefill=True)
 
     def _chunk(self, seq: Sequence, budget: int) -> int:
@@ -114,6 +119,17 @@ class Scheduler:
         seq.num_scheduled_tokens = num
         self.blocks.mark_ready(seq, start + num)
         return math.ceil(num * per_token)
+
+    def _fill(self, prompts: list[Sequence], spare: int) -> None:
+        """Grow the latest prompt chunks by up to `spare` tokens in all (the step's padding rows)."""
+        for seq in reversed(prompts):
+            if spare <= 0:
+                break
+            end = seq.num_computed_tokens + seq.num_scheduled_tokens
+            more = min(spare, seq.num_tokens - end)
+            seq.num_scheduled_tokens += more
+            self.blocks.mark_ready(seq, end + more)
+            spare -= more
 
     def _reserve(self, seqs: list[Sequence]) -> list[Sequence]:
         """Slots for each sequence's next decode tokens, preempting the newest running ones when short."""

@@ -88,6 +88,12 @@ def query_blocks(query_lens: Sequence[int], rep: int, dtype: torch.dtype) -> tup
     return small, big
 
 
+def big_blocks_bound(num_tokens: int, rep: int, dtype: torch.dtype, num_prompts: int) -> int:
+    """Prefill-tile programs enough for `num_tokens` query tokens in up to `num_prompts` sequences: the length
+    of a padded step's map of them (`ModelRunner.prepare`)."""
+    return triton.cdiv(num_tokens * rep, tiles_for(dtype).block_m) + num_prompts
+
+
 def plan(
     num_seqs: int,
     num_kv_heads: int,
