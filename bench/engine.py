@@ -62,6 +62,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--ttft-prompt", type=int, default=0, help="CUDA: TTFT of a prompt this long beside streams")
     p.add_argument("--ttft-streams", type=int, default=32)
     p.add_argument("--ttft-budgets", default="512", help="per-step token budgets for the TTFT section")
+    p.add_argument("--ttft-eager-ab", action="store_true", help="TTFT: each budget with eager mixed steps too")
     p.add_argument("--contexts", default="", help="CUDA: batch-1 long contexts, e.g. 4096,16384,32000")
     p.add_argument("--check-logits", type=int, default=0, help="CUDA: logits vs HF over a prompt this long")
     p.add_argument("--attention-tiles", action="store_true", help="CUDA: time the prefill kernel's tile shapes")
@@ -463,7 +464,10 @@ def serving_sections(model: MiMoForCausalLM, hf, args: argparse.Namespace, bandw
     if args.ttft_prompt:
         tflops = engine_serving.matmul_tflops(args.device)
         for budget in (int(b) for b in args.ttft_budgets.split(",")):
-            engine_serving.ttft_beside_streams(model, args.ttft_prompt, args.ttft_streams, budget, tflops)
+            for ragged in (True, False) if args.ttft_eager_ab else (True,):
+                engine_serving.ttft_beside_streams(
+                    model, args.ttft_prompt, args.ttft_streams, budget, tflops, ragged_graphs=ragged
+                )
     if args.contexts:
         engine_serving.long_contexts(model, [int(c) for c in args.contexts.split(",")], bandwidth)
 

@@ -46,9 +46,12 @@ def random_ids(num: int, vocab: int, seed: int) -> tuple[int, ...]:
     return tuple(torch.randint(3, vocab, (num,), generator=torch.Generator().manual_seed(seed)).tolist())
 
 
-def make_core(model: MiMoForCausalLM, num_tokens: int, budget: int, running: int = 64) -> EngineCore:
+def make_core(
+    model: MiMoForCausalLM, num_tokens: int, budget: int, running: int = 64, ragged_graphs: bool = True
+) -> EngineCore:
     cfg = CoreConfig(num_blocks=num_tokens // 16 + 64, max_running_requests=running, is_mtp_enabled=False,
-                     max_batch_tokens=budget, max_context_length=model.config.max_position_embeddings)  # fmt: skip
+                     max_batch_tokens=budget, max_context_length=model.config.max_position_embeddings,
+                     ragged_graphs=ragged_graphs)  # fmt: skip
     core = EngineCore(model, cfg)
     freeze_start_up_objects()  # as the worker does once its core is built
     return core
@@ -72,12 +75,19 @@ def step_times(core: EngineCore, last: dict[str, float], itl: list[float], strea
 
 
 def ttft_beside_streams(
-    model: MiMoForCausalLM, prompt: int, streams: int, budget: int, tflops: float, stream_prompt: int = 512
+    model: MiMoForCausalLM,
+    prompt: int,
+    streams: int,
+    budget: int,
+    tflops: float,
+    stream_prompt: int = 512,
+    ragged_graphs: bool = True,
 ) -> None:
     """`streams` decode; one `prompt`-token request arrives: its TTFT against the compute roofline, and
-    the streams' ITL p99 while it prefills against their ITL p99 before it."""
+    the streams' ITL p99 while it prefills against their ITL p99 before it. Not `ragged_graphs`: the
+    prefill and mixed steps run eagerly (the engine before they were graphed)."""
     vocab = model.config.vocab_size
-    core = make_core(model, streams * (stream_prompt + 600) + prompt + 1024, budget)
+    core = make_core(model, streams * (stream_prompt + 600) + prompt + 1024, budget, ragged_graphs=ragged_graphs)
     forever = SamplingConfig(temperature=0.0, max_new_tokens=100_000, ignore_eos=True)
     names = {f"s{i}" for i in range(streams)}
     for i in range(streams):
@@ -106,7 +116,8 @@ def ttft_beside_streams(
     bound = prefill_flops(model, prompt) / (tflops * 1e12)
     p99 = lambda xs: statistics.quantiles(xs, n=100)[98] if len(xs) >= 2 else xs[0]  # noqa: E731
     print(
-        f"ttft: {prompt}-token prompt beside {streams} decoding streams, budget {budget} tokens/step: "
+        f"ttft{'' if ragged_graphs else ' (eager mixed steps)'}: {prompt}-token prompt beside {streams} "
+        f"decoding streams, budget {budget} tokens/step: "
         f"TTFT {ttft * 1e3:.0f} ms = {ttft / bound:.2f}x the compute roofline ({bound * 1e3:.0f} ms at "
         f"{tflops:.0f} TFLOP/s); stream ITL p99 {p99(before) * 1e3:.1f} ms before, {p99(during) * 1e3:.1f} ms "
         f"during -> ratio {p99(during) / p99(before):.2f} (median {statistics.median(before) * 1e3:.1f} / "
