@@ -76,7 +76,8 @@ def test_kernel_matches_fp64_attention_on_random_ragged_batches(seed: int) -> No
     blocks = (maps[: len(small) // 2], maps[len(small) // 2 :])
     ref = reference(q, k_cache, v_cache, tables, num_q, num_ctx, block_size)
     # one split, and many splits merged by log-sum-exp; every sequence given the longest one's query
-    # blocks, and only the blocks that hold rows, in one launch per map (ragged steps)
+    # blocks, and only the blocks that hold rows, in one launch per map (ragged steps; on CUDA the two maps'
+    # launches run side by side on two streams, each merge writing only its own rows)
     for num_sms, q_blocks in ((1, None), (132, None), (1, blocks), (132, blocks)):
         out = paged_attention(q, k_cache, v_cache, tables, starts, torch.tensor(num_ctx, device=DEVICE), block_size,
                               max(num_q), num_sms, q_blocks=q_blocks)  # fmt: skip

@@ -10,6 +10,7 @@ results by their log-sum-exp. Shapes come only from tensor shapes, so it can be 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -259,6 +260,47 @@ def _merge_kernel(
     tl.store(out_ptr + n * stride_on + head * D + dims, (acc / tl.maximum(total, 1e-30)).to(out_ptr.dtype.element_ty))
 
 
+MERGE_ROWS = 16  # query rows per program of `_merge_rows_kernel`
+# A step with both query-block maps (a mixed step) launches them side by side on two streams; False: one after
+# the other on one (`python -m bench.engine --mixed-attention` and `--ttft-ab serial` time both).
+CONCURRENT_MAPS = True
+
+
+@triton.jit(do_not_specialize=["NUM_SPLITS"])
+def _merge_rows_kernel(
+    part_ptr, lse_ptr, out_ptr, q_start_ptr, q_blocks_ptr, stride_ps, stride_pn, stride_ls, stride_ln, stride_on,
+    NUM_SPLITS, REP: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, MERGE_M: tl.constexpr,
+):  # fmt: skip
+    """`_merge_kernel` over the rows of a mapped launch's programs only (`MERGE_M` of a program's `BLOCK_M`
+    rows each), so that another launch over other rows may run beside it."""
+    seq = tl.load(q_blocks_ptr + 2 * tl.program_id(0))
+    q_block = tl.load(q_blocks_ptr + 2 * tl.program_id(0) + 1)
+    kv_head = tl.program_id(1)
+    q_begin = tl.load(q_start_ptr + seq)
+    q_len = tl.load(q_start_ptr + seq + 1) - q_begin
+    rows = q_block * BLOCK_M + tl.program_id(2) * MERGE_M + tl.arange(0, MERGE_M)
+    row_ok = rows < q_len * REP
+    n_row = q_begin + rows // REP
+    head = kv_head * REP + rows % REP
+    lse_rows = lse_ptr + n_row * stride_ln + head
+    part_rows = part_ptr + n_row[:, None] * stride_pn + head[:, None] * D + tl.arange(0, D)[None, :]
+    top = tl.full([MERGE_M], float("-inf"), dtype=tl.float32)
+    for split in range(NUM_SPLITS):
+        top = tl.maximum(top, tl.load(lse_rows + split * stride_ls, mask=row_ok, other=float("-inf")))
+    top = tl.where(top == float("-inf"), 0.0, top)
+    acc = tl.zeros([MERGE_M, D], dtype=tl.float32)
+    total = tl.zeros([MERGE_M], dtype=tl.float32)
+    # Split by split, in order: the splits past a row's keys (lse -inf, part 0) add exact zeros, so the row's
+    # bits do not depend on how many splits its launch has (`DECODE_SPLIT`).
+    for split in range(NUM_SPLITS):
+        weight = tl.exp2(tl.load(lse_rows + split * stride_ls, mask=row_ok, other=float("-inf")) - top)
+        total += weight
+        acc += weight[:, None] * tl.load(part_rows + split * stride_ps, mask=row_ok[:, None], other=0.0)
+    out = (acc / tl.maximum(total, 1e-30)[:, None]).to(out_ptr.dtype.element_ty)
+    dst = out_ptr + n_row[:, None] * stride_on + head[:, None] * D + tl.arange(0, D)[None, :]
+    tl.store(dst, out, mask=row_ok[:, None])
+
+
 def paged_attention(
     q: Tensor,
     k_cache: Tensor,
@@ -286,12 +328,29 @@ def paged_attention(
         _launch(*args, max_q_len, None, can_split=True)
         return out
     small, big = q_blocks
-    if big.shape[0]:
-        _launch(*args, max_q_len, big, can_split=True)
-    if small.shape[0]:
-        # After the prefill blocks: their merge (if split) writes every row, these rows included.
-        _launch(*args, 1, small, can_split=not big.shape[0])
+    if not small.shape[0] or not big.shape[0]:
+        _launch(*args, max_q_len, big, can_split=True) if big.shape[0] else _launch(*args, 1, small, can_split=True)
+        return out
+    # Both: the 16-row programs beside the prefill tiles, on a second stream (each launch and its merge write
+    # only their own rows). Alone, a short chunk's prefill launch leaves most SMs idle (few programs, one split
+    # at a short context) and the decoding rows' launch would wait for it. Their context is short beside the
+    # prompt's, so they run unsplit (splits are sized by the block table's width, the prompt's).
+    if not q.is_cuda or not CONCURRENT_MAPS:  # (not CUDA: Triton's interpreter)
+        _launch(*args, 1, small, can_split=False)
+        _launch(*args, max_q_len, big, can_split=True, own_rows=True)
+        return out
+    main, side = torch.cuda.current_stream(q.device), _side_stream(q.device)
+    side.wait_stream(main)
+    with torch.cuda.stream(side):
+        _launch(*args, 1, small, can_split=False)
+    _launch(*args, max_q_len, big, can_split=True, own_rows=True)
+    main.wait_stream(side)
     return out
+
+
+@functools.cache
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
 
 
 def _launch(
@@ -308,8 +367,11 @@ def _launch(
     max_q_len: int,
     q_map: Tensor | None,
     can_split: bool,
+    own_rows: bool = False,
 ) -> None:
-    """One launch of the kernel over all sequences' blocks, or over the blocks of `q_map` only."""
+    """One launch of the kernel over all sequences' blocks, or over the blocks of `q_map` only. `own_rows`: its
+    merge (if split) writes only the map's rows (`_merge_kernel` writes every row: the same bits as ever for
+    decode and verify rows, whatever launch they are in)."""
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[1]
     rep = num_q_heads // num_kv_heads
@@ -335,10 +397,16 @@ def _launch(
         IS_SPLIT=is_split, IEEE=q.dtype == torch.float32, HAS_MAP=q_map is not None,
         num_warps=p.num_warps, num_stages=p.num_stages,
     )  # fmt: skip
-    if is_split:
+    if is_split and not own_rows:
         _merge_kernel[(num_tokens, num_q_heads)](
             part, lse, out, part.stride(0), part.stride(1), lse.stride(0), lse.stride(1), out.stride(0), p.num_splits,
             SPLITS_P2=triton.next_power_of_2(p.num_splits), D=head_dim, num_warps=2,
+        )  # fmt: skip
+    elif is_split:
+        assert q_map is not None
+        _merge_rows_kernel[(grid[0], num_kv_heads, p.block_m // MERGE_ROWS)](
+            part, lse, out, query_start, q_map, part.stride(0), part.stride(1), lse.stride(0), lse.stride(1),
+            out.stride(0), p.num_splits, REP=rep, D=head_dim, BLOCK_M=p.block_m, MERGE_M=MERGE_ROWS, num_warps=4,
         )  # fmt: skip
 
 
