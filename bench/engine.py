@@ -62,7 +62,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--ttft-prompt", type=int, default=0, help="CUDA: TTFT of a prompt this long beside streams")
     p.add_argument("--ttft-streams", type=int, default=32)
     p.add_argument("--ttft-budgets", default="512", help="per-step token budgets for the TTFT section")
-    p.add_argument("--ttft-eager-ab", action="store_true", help="TTFT: each budget with eager mixed steps too")
+    p.add_argument(
+        "--ttft-ab",
+        default="",
+        help="TTFT: each budget also with 'eager' mixed steps and/or "
+        "'serial' mixed-step attention (its two launches on one stream), e.g. eager,serial",
+    )
+    p.add_argument("--mixed-attention", action="store_true", help="CUDA: a mixed step's attention, two streams vs one")
     p.add_argument("--contexts", default="", help="CUDA: batch-1 long contexts, e.g. 4096,16384,32000")
     p.add_argument("--check-logits", type=int, default=0, help="CUDA: logits vs HF over a prompt this long")
     p.add_argument("--attention-tiles", action="store_true", help="CUDA: time the prefill kernel's tile shapes")
@@ -459,14 +465,16 @@ def serving_sections(model: MiMoForCausalLM, hf, args: argparse.Namespace, bandw
 
     if args.attention_tiles:
         engine_serving.attention_tiles(args.device)
+    if args.mixed_attention:
+        engine_serving.mixed_attention(args.device)
     if args.check_logits:
         engine_serving.logits_vs_hf(model, hf if hf is not None else as_hf(model), args.check_logits)
     if args.ttft_prompt:
         tflops = engine_serving.matmul_tflops(args.device)
         for budget in (int(b) for b in args.ttft_budgets.split(",")):
-            for ragged in (True, False) if args.ttft_eager_ab else (True,):
+            for variant in ["", *filter(None, args.ttft_ab.split(","))]:
                 engine_serving.ttft_beside_streams(
-                    model, args.ttft_prompt, args.ttft_streams, budget, tflops, ragged_graphs=ragged
+                    model, args.ttft_prompt, args.ttft_streams, budget, tflops, variant=variant
                 )
     if args.contexts:
         engine_serving.long_contexts(model, [int(c) for c in args.contexts.split(",")], bandwidth)

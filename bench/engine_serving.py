@@ -81,13 +81,19 @@ def ttft_beside_streams(
     budget: int,
     tflops: float,
     stream_prompt: int = 512,
-    ragged_graphs: bool = True,
+    variant: str = "",
 ) -> None:
     """`streams` decode; one `prompt`-token request arrives: its TTFT against the compute roofline, and
-    the streams' ITL p99 while it prefills against their ITL p99 before it. Not `ragged_graphs`: the
-    prefill and mixed steps run eagerly (the engine before they were graphed)."""
+    the streams' ITL p99 while it prefills against their ITL p99 before it. `variant` 'eager': the prefill
+    and mixed steps run eagerly (the engine before they were graphed); 'serial': a mixed step's two attention
+    launches one after the other on one stream (the engine before they ran side by side)."""
+    from services.worker.engines.torch.kernels import paged_attention as pa
+
+    if variant not in ("", "eager", "serial"):
+        raise ValueError(f"ttft variant: {variant!r} is not 'eager' or 'serial'")
     vocab = model.config.vocab_size
-    core = make_core(model, streams * (stream_prompt + 600) + prompt + 1024, budget, ragged_graphs=ragged_graphs)
+    pa.CONCURRENT_MAPS = variant != "serial"  # read when each graph is captured: this core's own
+    core = make_core(model, streams * (stream_prompt + 600) + prompt + 1024, budget, ragged_graphs=variant != "eager")
     forever = SamplingConfig(temperature=0.0, max_new_tokens=100_000, ignore_eos=True)
     names = {f"s{i}" for i in range(streams)}
     for i in range(streams):
@@ -113,10 +119,11 @@ def ttft_beside_streams(
     ttft = time.perf_counter() - start
     for i in range(streams):
         core.abort_request(f"s{i}")
+    pa.CONCURRENT_MAPS = True
     bound = prefill_flops(model, prompt) / (tflops * 1e12)
     p99 = lambda xs: statistics.quantiles(xs, n=100)[98] if len(xs) >= 2 else xs[0]  # noqa: E731
     print(
-        f"ttft{'' if ragged_graphs else ' (eager mixed steps)'}: {prompt}-token prompt beside {streams} "
+        f"ttft{f' ({variant})' if variant else ''}: {prompt}-token prompt beside {streams} "
         f"decoding streams, budget {budget} tokens/step: "
         f"TTFT {ttft * 1e3:.0f} ms = {ttft / bound:.2f}x the compute roofline ({bound * 1e3:.0f} ms at "
         f"{tflops:.0f} TFLOP/s); stream ITL p99 {p99(before) * 1e3:.1f} ms before, {p99(during) * 1e3:.1f} ms "
@@ -209,3 +216,43 @@ def attention_tiles(device: str) -> None:
                 continue
             print(f"attention {num_q:5d} queries at {ctx} context, {tiles}: {ms:.3f} ms = "
                   f"{flops / ms / 1e9:.0f} TFLOP/s", flush=True)  # fmt: skip
+
+
+def mixed_attention(device: str, streams: int = 32, stream_context: int = 600) -> None:
+    """One layer's attention in a mixed step (`streams` decoding rows beside a prompt chunk, 7B heads, padded
+    as a ragged graph pads it), the two query-block maps' launches side by side on two streams against one
+    after the other, each replayed from a CUDA graph (the engine replays them so; eager timing is the host's)."""
+    import itertools
+
+    import triton.testing
+
+    from services.worker.engines.torch import model_runner
+    from services.worker.engines.torch.cuda_graphs import batch_bucket, column_bucket, token_bucket
+    from services.worker.engines.torch.kernels import paged_attention as pa
+
+    hq, hkv, d, bs, pool = 32, 8, 128, 16, 40_000
+    k_cache = torch.randn(pool * bs, hkv, d, dtype=torch.bfloat16, device=device)
+    v_cache = torch.randn_like(k_cache)
+    for chunk, context in itertools.product((224, 288), (1024, 4096, 8192)):
+        lengths, contexts = [1] * streams + [chunk], [stream_context] * streams + [context]
+        rows, cols = batch_bucket(len(lengths) + 1), column_bucket(-(-context // bs))
+        num = token_bucket(sum(lengths), model_runner.RAGGED_TOKEN_MULTIPLE)
+        small, big = pa.query_blocks(lengths, hq // hkv, torch.bfloat16)
+        empty = [rows - 1, 0]
+        num_big = pa.big_blocks_bound(num, hq // hkv, torch.bfloat16, model_runner.RAGGED_GRAPH_PROMPTS)
+        small, big = small + empty * (rows - len(small) // 2), big + empty * (num_big - len(big) // 2)
+        maps = [torch.tensor(m, dtype=torch.int32, device=device).view(-1, 2) for m in (small, big)]
+        starts = [0, *itertools.accumulate(lengths)] + [sum(lengths)] * (rows - len(lengths))
+        tables = torch.randperm(pool, device=device)[: rows * cols].view(rows, cols).int()
+        args = (torch.randn(num, hq, d, dtype=torch.bfloat16, device=device), k_cache, v_cache, tables,
+                torch.tensor(starts, dtype=torch.int32, device=device),
+                torch.tensor(contexts + [0] * (rows - len(contexts)), dtype=torch.int32, device=device), bs, num, 132)  # fmt: skip
+        times = {}
+        for concurrent in (True, False):
+            pa.CONCURRENT_MAPS = concurrent
+            run = partial(pa.paged_attention, *args, q_blocks=(maps[0], maps[1]))
+            times[concurrent] = triton.testing.do_bench_cudagraph(run, rep=100, return_mode="median") * 1e3
+        pa.CONCURRENT_MAPS = True
+        print(f"mixed-step attention, a {chunk}-token chunk at {context} context beside {streams} streams at "
+              f"{stream_context}: side by side {times[True]:.1f} us/layer, one after the other {times[False]:.1f} "
+              f"-> ratio {times[False] / times[True]:.2f}", flush=True)  # fmt: skip
