@@ -76,7 +76,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--check", action="store_true", help="first compare greedy tokens: graphs, eager, HF")
     p.add_argument("--json", help="write all results to this file")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (ours and HF alike); 0: default")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.ttft_ab = [v for v in args.ttft_ab.split(",") if v]
+    if unknown := set(args.ttft_ab) - {"eager", "serial"}:
+        p.error(f"--ttft-ab: {', '.join(sorted(unknown))} (choose from eager, serial)")
+    return args
 
 
 def collect(chunks: list[tuple[str, OutputChunk]], into: dict[str, list[int]]) -> None:
@@ -472,7 +476,7 @@ def serving_sections(model: MiMoForCausalLM, hf, args: argparse.Namespace, bandw
     if args.ttft_prompt:
         tflops = engine_serving.matmul_tflops(args.device)
         for budget in (int(b) for b in args.ttft_budgets.split(",")):
-            for variant in ["", *filter(None, args.ttft_ab.split(","))]:
+            for variant in ["", *args.ttft_ab]:
                 engine_serving.ttft_beside_streams(
                     model, args.ttft_prompt, args.ttft_streams, budget, tflops, variant=variant
                 )

@@ -47,3 +47,14 @@ def test_engine_bench_on_the_tiny_model_prints_ours_against_hf_last():
 def test_weights_bench_quick_updates_in_place_with_nothing_failed():
     lines = bench("weights", "--quick", "--sim-time-scale", "0.1", "--warm-s", "1", "--clients", "1", timeout_s=300)
     assert re.fullmatch(r"restart / in place: [\d.]+; failed requests in place: 0 \(target 0\)", lines[-1]), lines[-8:]
+
+
+def test_engine_bench_refuses_an_unknown_ttft_variant_naming_the_flag(capsys):
+    """A typo in `--ttft-ab` is an argument error before the (long) model build, not a crash midway."""
+    from bench.engine import parse_args
+
+    assert parse_args(["--ttft-ab", "eager,serial"]).ttft_ab == ["eager", "serial"]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--ttft-ab", "eager,eagr"])
+    assert exit_info.value.code == 2
+    assert "--ttft-ab: eagr (choose from eager, serial)" in capsys.readouterr().err
