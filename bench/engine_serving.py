@@ -237,10 +237,8 @@ def mixed_attention(device: str, streams: int = 32, stream_context: int = 600) -
         lengths, contexts = [1] * streams + [chunk], [stream_context] * streams + [context]
         rows, cols = batch_bucket(len(lengths) + 1), column_bucket(-(-context // bs))
         num = token_bucket(sum(lengths), model_runner.RAGGED_TOKEN_MULTIPLE)
-        small, big = pa.query_blocks(lengths, hq // hkv, torch.bfloat16)
-        empty = [rows - 1, 0]
-        num_big = pa.big_blocks_bound(num, hq // hkv, torch.bfloat16, model_runner.RAGGED_GRAPH_PROMPTS)
-        small, big = small + empty * (rows - len(small) // 2), big + empty * (num_big - len(big) // 2)
+        small, big, is_padded = model_runner.query_maps(lengths, hq // hkv, torch.bfloat16, pad=True)
+        assert is_padded  # (the ragged graph's shapes)
         maps = [torch.tensor(m, dtype=torch.int32, device=device).view(-1, 2) for m in (small, big)]
         starts = [0, *itertools.accumulate(lengths)] + [sum(lengths)] * (rows - len(lengths))
         tables = torch.randperm(pool, device=device)[: rows * cols].view(rows, cols).int()

@@ -37,6 +37,23 @@ RAGGED_TOKEN_MULTIPLE = 64
 RAGGED_GRAPH_PROMPTS = 4  # prompt chunks a padded step's query-block map has room for (more: eager)
 
 
+def query_maps(lengths: list[int], rep: int, dtype: torch.dtype, pad: bool) -> tuple[list[int], list[int], bool]:
+    """Kernel path, a step that is not a uniform graph: its programs' maps (`query_blocks`), and whether they
+    are padded to a ragged graph's shape (entries for the last sequence of `batch_bucket(n + 1)`, an empty one,
+    that read nothing): with `pad`, steps of up to `MAX_RAGGED_GRAPH_TOKENS` with room in the map."""
+    from services.worker.engines.torch.kernels.paged_attention import big_blocks_bound, query_blocks
+
+    small, big = query_blocks(lengths, rep, dtype)
+    num, num_rows = sum(lengths), batch_bucket(len(lengths) + 1)
+    if not pad or num > MAX_RAGGED_GRAPH_TOKENS:
+        return small, big, False
+    num_big = big_blocks_bound(token_bucket(num, RAGGED_TOKEN_MULTIPLE), rep, dtype, RAGGED_GRAPH_PROMPTS)
+    if len(big) // 2 > num_big:  # more prompt chunks than the padded map has room for
+        return small, big, False
+    empty = [num_rows - 1, 0]
+    return small + empty * (num_rows - len(small) // 2), big + empty * (num_big - len(big) // 2), True
+
+
 @dataclass(frozen=True, slots=True)
 class SeqResult:
     """What one step produced for one sequence (tokens in order; the step's forward is done)."""
@@ -132,7 +149,9 @@ class ModelRunner:
         starts = np.fromiter((s.num_computed_tokens + ahead for s in seqs), np.int64, num_seqs)
         num_cols = int(-(-(starts + lens).max() // bs))
         use_graph = self.graphs is not None and is_uniform and num_q <= MAX_GRAPH_TOKENS_PER_SEQ
-        maps = None if use_graph or not self.use_kernels else self._query_maps(lengths)
+        maps = None  # kernel path, not a uniform graph: the programs' maps, padded where it fits a ragged graph
+        if self.use_kernels and not use_graph:
+            maps = query_maps(lengths, self.num_q_per_kv, self.dtype, self.pad_ragged)
         is_ragged = maps is not None and maps[2]  # a padded prefill or mixed step (a ragged graph)
         num_rows, num_all = num_seqs, num
         if use_graph:  # pad to a captured shape: padding rows feed token 0 at position 0 into the scratch block
@@ -185,23 +204,6 @@ class ModelRunner:
         return StepTensors(
             flat[0], flat[1], flat[2], block_tables, index[: len(pad)], index[len(pad) :], max_query_len=num_q
         )
-
-    def _query_maps(self, lengths: list[int]) -> tuple[list[int], list[int], bool]:
-        """Kernel path, a step that is not a uniform graph: its programs' maps (`query_blocks`), and whether
-        they are padded to a ragged graph's shape (entries for the last sequence, an empty one, that read
-        nothing): steps of up to `MAX_RAGGED_GRAPH_TOKENS` with room in the map, where `pad_ragged`."""
-        from services.worker.engines.torch.kernels.paged_attention import big_blocks_bound, query_blocks
-
-        rep = self.num_q_per_kv
-        small, big = query_blocks(lengths, rep, self.dtype)
-        num, num_rows = sum(lengths), batch_bucket(len(lengths) + 1)
-        if not self.pad_ragged or num > MAX_RAGGED_GRAPH_TOKENS:
-            return small, big, False
-        num_big = big_blocks_bound(token_bucket(num, RAGGED_TOKEN_MULTIPLE), rep, self.dtype, RAGGED_GRAPH_PROMPTS)
-        if len(big) // 2 > num_big:  # more prompt chunks than the padded map has room for
-            return small, big, False
-        empty = [num_rows - 1, 0]
-        return small + empty * (num_rows - len(small) // 2), big + empty * (num_big - len(big) // 2), True
 
     # ---- forwards ----------------------------------------------------------------------------
 

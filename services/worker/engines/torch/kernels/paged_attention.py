@@ -328,8 +328,11 @@ def paged_attention(
         _launch(*args, max_q_len, None, can_split=True)
         return out
     small, big = q_blocks
-    if not small.shape[0] or not big.shape[0]:
-        _launch(*args, max_q_len, big, can_split=True) if big.shape[0] else _launch(*args, 1, small, can_split=True)
+    if not small.shape[0]:
+        _launch(*args, max_q_len, big, can_split=True)
+        return out
+    if not big.shape[0]:
+        _launch(*args, 1, small, can_split=True)
         return out
     # Both: the 16-row programs beside the prefill tiles, on a second stream (each launch and its merge write
     # only their own rows). Alone, a short chunk's prefill launch leaves most SMs idle (few programs, one split
